@@ -1,0 +1,94 @@
+"""`agentq models build [NAME]`: build, gate and register model variants.
+
+Artifacts live under ``<models_dir>/<name>/<version>/`` where the version is a hash of the build
+sources and parameters: a rebuild with unchanged inputs finds the manifest and does nothing.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+from agentq.log import get_logger
+from models.artifacts import read_manifest, sha256_file, write_manifest
+from models.errors import UnknownModel
+
+log = get_logger("agentq.models")
+
+Step = Callable[[str], None]
+Builder = Callable[[Path, Step], dict[str, Any]]
+
+
+def _builders() -> dict[str, tuple[Callable[[], str], Builder]]:
+    from models import digits_build
+
+    table = {"digits-mlp": (digits_build.version, digits_build.build)}
+    try:
+        from models import minilm_build
+    except ImportError:  # the minilm pipeline is optional until its package is installed
+        return table
+    table["minilm-l6"] = (minilm_build.version, minilm_build.build)
+    return table
+
+
+def build_models(names: list[str] | None, models_dir: Path, register_url: str | None,
+                 force: bool = False) -> list[dict[str, Any]]:
+    """Build (or find cached) each model, then register every variant in the database."""
+    builders = _builders()
+    names = names or list(builders)
+    manifests = []
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
+                  transient=False) as progress:
+        for name in names:
+            if name not in builders:
+                raise UnknownModel(f"no builder for model {name!r}; known: {sorted(builders)}")
+            version_fn, builder = builders[name]
+            version = version_fn()
+            out = models_dir / name / version
+            task = progress.add_task(f"{name} {version}: checking cache", total=None)
+            manifest = None if force else read_manifest(out)
+            if manifest is None:
+                out.mkdir(parents=True, exist_ok=True)
+                t0 = time.perf_counter()
+
+                def step(msg: str, _task: Any = task, _name: str = name) -> None:
+                    progress.update(_task, description=f"{_name} {version}: {msg}")
+
+                manifest = builder(out, step)
+                manifest.update(name=name, version=version,
+                                build_s=round(time.perf_counter() - t0, 2))
+                for v in manifest["variants"]:
+                    v["sha256"] = sha256_file(out / v["file"])
+                write_manifest(out, manifest)
+                progress.update(task, description=f"{name} {version}: built")
+                log.info("model_built", model=name, version=version,
+                         variants=[v["variant"] for v in manifest["variants"]])
+            else:
+                progress.update(task, description=f"{name} {version}: cached, nothing to do")
+            manifests.append(manifest)
+    if register_url:
+        register_manifests(manifests, models_dir, register_url)
+    return manifests
+
+
+def register_manifests(manifests: list[dict[str, Any]], models_dir: Path, url: str) -> None:
+    from storage.db import make_engine
+    from storage.registry import register
+
+    engine = make_engine(url, pool_size=1, app_name="agentq-models")
+    try:
+        with engine.begin() as conn:
+            for m in manifests:
+                for v in m["variants"]:
+                    register(conn, name=m["name"], version=m["version"], variant=v["variant"],
+                             device=v["device"],
+                             path=str(Path(m["name"]) / m["version"] / v["file"]),
+                             sha256=v["sha256"], metrics=v.get("metrics", {}),
+                             active=bool(v.get("active")))
+        log.info("models_registered", models=[m["name"] for m in manifests])
+    finally:
+        engine.dispose()

@@ -1,0 +1,13 @@
+"""Errors raised by the model build pipeline."""
+
+
+class ModelError(Exception):
+    """Root of every error raised by agentq model building."""
+
+
+class AccuracyGateFailed(ModelError):
+    """A built variant is not accurate enough compared with its PyTorch reference."""
+
+
+class UnknownModel(ModelError):
+    """No builder exists for the requested model name."""

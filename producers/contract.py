@@ -1,0 +1,197 @@
+"""Job message v1: the wire contract between any Kafka producer and the bridge (DESIGN §3).
+
+Limits are checked before parsing: record bytes, UTF-8, JSON nesting depth; then the schema and
+the model-specific input. Every rejection carries a machine-readable reason.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import uuid
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from agentq.config import Limits
+
+SCHEMA_VERSION = 1
+
+
+class RejectReason(StrEnum):
+    PAYLOAD_TOO_LARGE = "PAYLOAD_TOO_LARGE"
+    NOT_UTF8 = "NOT_UTF8"
+    TOO_DEEP = "TOO_DEEP"
+    MALFORMED_JSON = "MALFORMED_JSON"
+    SCHEMA = "SCHEMA"
+    UNKNOWN_MODEL = "UNKNOWN_MODEL"
+    EXPIRED = "EXPIRED"
+    INFERENCE_FAILED = "INFERENCE_FAILED"
+    WORKER_CRASHED = "WORKER_CRASHED"
+
+
+@dataclass(frozen=True)
+class ModelInput:
+    """What a model accepts in ``input``."""
+
+    name: str
+    kind: str  # "text" | "pixels"
+
+
+# The models agentq ships; a model must also be registered (built) before workers can run it.
+MODEL_INPUTS: dict[str, ModelInput] = {
+    "minilm-l6": ModelInput("minilm-l6", "text"),
+    "digits-mlp": ModelInput("digits-mlp", "pixels"),
+}
+
+
+@dataclass(frozen=True)
+class JobMessage:
+    job_id: str
+    model: str
+    input: dict[str, Any]
+    v: int = SCHEMA_VERSION
+    priority: int = 0
+    deadline_ms: int | None = None
+    tenant: str | None = None
+    meta: dict[str, Any] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"v": self.v, "job_id": self.job_id, "model": self.model,
+                             "input": self.input}
+        if self.priority:
+            d["priority"] = self.priority
+        if self.deadline_ms is not None:
+            d["deadline_ms"] = self.deadline_ms
+        if self.tenant is not None:
+            d["tenant"] = self.tenant
+        if self.meta is not None:
+            d["meta"] = self.meta
+        return d
+
+    def encode(self) -> bytes:
+        return json.dumps(self.to_dict(), separators=(",", ":"), ensure_ascii=False).encode()
+
+    @staticmethod
+    def new(model: str, input: dict[str, Any], **kw: Any) -> JobMessage:
+        return JobMessage(job_id=str(uuid.uuid4()), model=model, input=input, **kw)
+
+
+@dataclass(frozen=True)
+class Rejection:
+    reason: RejectReason
+    detail: str
+    job_id: str | None = None
+    fields: dict[str, Any] = field(default_factory=dict)
+
+
+def json_depth_exceeds(raw: str, max_depth: int) -> bool:
+    """True when the JSON text nests objects/arrays deeper than ``max_depth``, without parsing."""
+    if raw.count("{") + raw.count("[") <= max_depth:
+        return False
+    depth = 0
+    in_str = False
+    esc = False
+    for ch in raw:
+        if in_str:
+            if esc:
+                esc = False
+            elif ch == "\\":
+                esc = True
+            elif ch == '"':
+                in_str = False
+        elif ch == '"':
+            in_str = True
+        elif ch in "{[":
+            depth += 1
+            if depth > max_depth:
+                return True
+        elif ch in "}]":
+            depth -= 1
+    return False
+
+
+def parse_record(value: bytes | None, limits: Limits, known_models: set[str] | None = None,
+                 now_ms: int | None = None) -> JobMessage | Rejection:
+    """Validate one Kafka record value: size, UTF-8, depth, JSON, schema, model, input, deadline."""
+    if value is None:
+        return Rejection(RejectReason.MALFORMED_JSON, "record has no value (tombstone)")
+    if len(value) > limits.max_record_bytes:
+        return Rejection(RejectReason.PAYLOAD_TOO_LARGE,
+                         f"record is {len(value)} bytes, limit {limits.max_record_bytes}")
+    try:
+        text = value.decode("utf-8")
+    except UnicodeDecodeError as e:
+        return Rejection(RejectReason.NOT_UTF8, f"record is not UTF-8: {e.reason} at {e.start}")
+    if json_depth_exceeds(text, limits.max_json_depth):
+        return Rejection(RejectReason.TOO_DEEP, f"JSON nests deeper than {limits.max_json_depth}")
+    try:
+        obj = json.loads(text)
+    except (ValueError, RecursionError) as e:
+        return Rejection(RejectReason.MALFORMED_JSON, f"invalid JSON: {e}")
+    return validate_message(obj, limits, known_models, now_ms)
+
+
+def _schema(detail: str, job_id: str | None = None) -> Rejection:
+    return Rejection(RejectReason.SCHEMA, detail, job_id)
+
+
+def validate_message(obj: Any, limits: Limits, known_models: set[str] | None = None,
+                     now_ms: int | None = None) -> JobMessage | Rejection:
+    if not isinstance(obj, dict):
+        return _schema("message must be a JSON object")
+    job_id = obj.get("job_id")
+    if not isinstance(job_id, str) or not job_id:
+        return _schema("job_id is required and must be a string")
+    try:
+        job_id = str(uuid.UUID(job_id))
+    except ValueError:
+        return _schema("job_id must be a UUID", None)
+    if obj.get("v") != SCHEMA_VERSION:
+        return _schema(f"unsupported schema version {obj.get('v')!r}; expected 1", job_id)
+    model = obj.get("model")
+    if not isinstance(model, str):
+        return _schema("model is required and must be a string", job_id)
+    spec = MODEL_INPUTS.get(model)
+    if spec is None or (known_models is not None and model not in known_models):
+        return Rejection(RejectReason.UNKNOWN_MODEL, f"unknown model {model!r}", job_id)
+    inp = obj.get("input")
+    if not isinstance(inp, dict):
+        return _schema("input is required and must be an object", job_id)
+    problem = _check_input(spec, inp, limits)
+    if problem is not None:
+        return Rejection(problem[0], problem[1], job_id)
+    priority = obj.get("priority", 0)
+    deadline = obj.get("deadline_ms")
+    tenant = obj.get("tenant")
+    meta = obj.get("meta")
+    if not isinstance(priority, int) or isinstance(priority, bool):
+        return _schema("priority must be an integer", job_id)
+    if deadline is not None and (not isinstance(deadline, int) or isinstance(deadline, bool)):
+        return _schema("deadline_ms must be an integer (epoch ms)", job_id)
+    if tenant is not None and (not isinstance(tenant, str) or len(tenant) > 128):
+        return _schema("tenant must be a string of at most 128 characters", job_id)
+    if meta is not None and not isinstance(meta, dict):
+        return _schema("meta must be an object", job_id)
+    if deadline is not None and now_ms is not None and deadline < now_ms:
+        return Rejection(RejectReason.EXPIRED, f"deadline {deadline} passed before receipt", job_id)
+    return JobMessage(job_id=job_id, model=model, input=inp, priority=priority,
+                      deadline_ms=deadline, tenant=tenant, meta=meta)
+
+
+def _check_input(spec: ModelInput, inp: dict[str, Any], limits: Limits):
+    if spec.kind == "text":
+        text = inp.get("text")
+        if not isinstance(text, str) or not text:
+            return RejectReason.SCHEMA, "input.text must be a non-empty string"
+        if len(text) > limits.max_text_chars:
+            return (RejectReason.PAYLOAD_TOO_LARGE,
+                    f"input.text has {len(text)} characters, limit {limits.max_text_chars}")
+        return None
+    pixels = inp.get("pixels")
+    if not isinstance(pixels, list) or len(pixels) != limits.max_pixels:
+        return RejectReason.SCHEMA, f"input.pixels must be a list of {limits.max_pixels} numbers"
+    for p in pixels:
+        if isinstance(p, bool) or not isinstance(p, int | float) or not math.isfinite(p):
+            return RejectReason.SCHEMA, "input.pixels must hold finite numbers"
+    return None

@@ -1,0 +1,117 @@
+"""Bulk writes to the job ledger: one statement per batch and state change, never one per row.
+
+Every function takes an open connection inside the caller's transaction (``engine.begin()``), so a
+status change and its results commit together or not at all.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, text
+from sqlalchemy.dialects.postgresql import insert
+
+from storage.schema import JobStatus, jobs, results
+
+LIVE = (JobStatus.QUEUED.value, JobStatus.RUNNING.value)
+
+
+def record_jobs(conn: Connection, rows: Sequence[dict[str, Any]]) -> set[str]:
+    """Insert ledger rows (any status); duplicates by job_id are ignored.
+
+    Returns the job_ids that were new, so a redelivered or duplicated record is not run twice.
+    """
+    if not rows:
+        return set()
+    stmt = insert(jobs).values(list(rows)).on_conflict_do_nothing(index_elements=["job_id"])
+    return {r[0] for r in conn.execute(stmt.returning(jobs.c.job_id))}
+
+
+def start_jobs(conn: Connection, job_ids: Sequence[str], started_at: datetime) -> dict[str, int]:
+    """Mark live jobs running and count the attempt; returns {job_id: attempts} of those claimed.
+
+    Jobs already terminal (a duplicate delivery of a finished batch) are not returned.
+    """
+    if not job_ids:
+        return {}
+    res = conn.execute(
+        text(
+            "UPDATE jobs SET status = 'running', started_at = :t, attempts = attempts + 1, "
+            "updated_at = now() WHERE job_id = ANY(CAST(:ids AS uuid[])) "
+            "AND status IN ('queued', 'running') RETURNING job_id, attempts"
+        ),
+        {"t": started_at, "ids": list(job_ids)},
+    )
+    return {str(r[0]): int(r[1]) for r in res}
+
+
+def finish_jobs(
+    conn: Connection,
+    result_rows: Sequence[dict[str, Any]],
+    finished_at: datetime,
+) -> int:
+    """Write results and mark their jobs succeeded, idempotently by job_id. Returns jobs updated."""
+    if not result_rows:
+        return 0
+    conn.execute(
+        insert(results).values(list(result_rows)).on_conflict_do_nothing(index_elements=["job_id"])
+    )
+    res = conn.execute(
+        text(
+            "UPDATE jobs SET status = 'succeeded', finished_at = :t, updated_at = now(), "
+            "reason = NULL, error = NULL "
+            "WHERE job_id = ANY(CAST(:ids AS uuid[])) AND status IN ('queued', 'running')"
+        ),
+        {"t": finished_at, "ids": [r["job_id"] for r in result_rows]},
+    )
+    return res.rowcount
+
+
+def end_jobs(
+    conn: Connection,
+    outcomes: Iterable[tuple[str, JobStatus, str, str]],
+    finished_at: datetime,
+) -> int:
+    """Set terminal non-success outcomes: (job_id, status, reason, error) for live jobs."""
+    items = list(outcomes)
+    if not items:
+        return 0
+    res = conn.execute(
+        text(
+            "UPDATE jobs AS j SET status = CAST(o.status AS job_status), reason = o.reason, "
+            "error = o.error, finished_at = :t, updated_at = now() "
+            "FROM unnest(CAST(:ids AS uuid[]), CAST(:st AS text[]), CAST(:rs AS text[]), "
+            "CAST(:er AS text[])) AS o(job_id, status, reason, error) "
+            "WHERE j.job_id = o.job_id AND j.status IN ('queued', 'running')"
+        ),
+        {
+            "t": finished_at,
+            "ids": [i[0] for i in items],
+            "st": [JobStatus(i[1]).value for i in items],
+            "rs": [i[2] for i in items],
+            "er": [i[3][:2000] for i in items],
+        },
+    )
+    return res.rowcount
+
+
+def requeue_jobs(conn: Connection, job_ids: Sequence[str], reason: str, error: str) -> int:
+    """Put running jobs back to queued (a retry), keeping their attempt count."""
+    if not job_ids:
+        return 0
+    res = conn.execute(
+        text(
+            "UPDATE jobs SET status = 'queued', reason = :r, error = :e, queued_at = now(), "
+            "updated_at = now() WHERE job_id = ANY(CAST(:ids AS uuid[])) "
+            "AND status IN ('queued', 'running')"
+        ),
+        {"ids": list(job_ids), "r": reason, "e": error[:2000]},
+    )
+    return res.rowcount
+
+
+def status_counts(conn: Connection) -> dict[str, int]:
+    rows = conn.execute(text("SELECT status::text, count(*) FROM jobs GROUP BY 1"))
+    return {r[0]: int(r[1]) for r in rows}
