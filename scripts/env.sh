@@ -1,0 +1,48 @@
+# shellcheck shell=bash
+# agentq local defaults. Source this file; every value is only set when unset,
+# so anything exported beforehand (CI, a user's shell) wins. Idempotent.
+
+if [ -z "${AGENTQ_REPO:-}" ]; then
+  AGENTQ_REPO="$(cd "$(dirname "${BASH_SOURCE[0]:-$0}")/.." && pwd)"
+fi
+export AGENTQ_REPO
+
+# State outside the clone: Kafka jars, service data, virtualenvs.
+export AGENTQ_HOME="${AGENTQ_HOME:-/var/tmp/agentq}"
+
+# Kafka (KRaft single node; controller listener on 19093).
+export AGENTQ_KAFKA_BOOTSTRAP="${AGENTQ_KAFKA_BOOTSTRAP:-127.0.0.1:19092}"
+export AGENTQ_KAFKA_CONTROLLER="${AGENTQ_KAFKA_CONTROLLER:-127.0.0.1:19093}"
+export AGENTQ_KAFKA_VERSION="${AGENTQ_KAFKA_VERSION:-4.1.1}"
+
+# Redis (Celery broker). Password optional; when set it goes into the URL.
+export AGENTQ_REDIS_PORT="${AGENTQ_REDIS_PORT:-16379}"
+if [ -z "${AGENTQ_REDIS_URL:-}" ]; then
+  if [ -n "${AGENTQ_REDIS_PASSWORD:-}" ]; then
+    AGENTQ_REDIS_URL="redis://:${AGENTQ_REDIS_PASSWORD}@127.0.0.1:${AGENTQ_REDIS_PORT}/0"
+  else
+    AGENTQ_REDIS_URL="redis://127.0.0.1:${AGENTQ_REDIS_PORT}/0"
+  fi
+fi
+export AGENTQ_REDIS_URL
+
+# PostgreSQL. Owner role runs migrations and model registration; the worker
+# role (least privilege, rights granted by the migrations) is used by the
+# bridge and the workers.
+export AGENTQ_PG_PORT="${AGENTQ_PG_PORT:-55432}"
+export AGENTQ_OWNER_PASSWORD="${AGENTQ_OWNER_PASSWORD:-agentq_owner}"
+export AGENTQ_WORKER_PASSWORD="${AGENTQ_WORKER_PASSWORD:-agentq_worker}"
+export AGENTQ_DATABASE_URL="${AGENTQ_DATABASE_URL:-postgresql+psycopg://agentq_owner:${AGENTQ_OWNER_PASSWORD}@127.0.0.1:${AGENTQ_PG_PORT}/agentq}"
+export AGENTQ_WORKER_DATABASE_URL="${AGENTQ_WORKER_DATABASE_URL:-postgresql+psycopg://agentq_worker:${AGENTQ_WORKER_PASSWORD}@127.0.0.1:${AGENTQ_PG_PORT}/agentq}"
+
+# Virtualenv keyed by the pyproject.toml content, shared by CI and repeated runs.
+if [ -z "${AGENTQ_VENV:-}" ]; then
+  if command -v sha256sum >/dev/null 2>&1; then
+    _agentq_hash="$(sha256sum "$AGENTQ_REPO/pyproject.toml" | cut -c1-12)"
+  else
+    _agentq_hash="$(python3 -c 'import hashlib,sys;print(hashlib.sha256(open(sys.argv[1],"rb").read()).hexdigest()[:12])' "$AGENTQ_REPO/pyproject.toml")"
+  fi
+  AGENTQ_VENV="$AGENTQ_HOME/venv-$_agentq_hash"
+  unset _agentq_hash
+fi
+export AGENTQ_VENV
