@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-_SECRET_IN_URL = re.compile(r"(//[^:/@]+:)([^@]+)(@)")
+_SECRET_IN_URL = re.compile(r"(//[^:/@]*:)([^@]+)(@)")
 
 
 def redact(text: str) -> str:
@@ -93,7 +93,7 @@ class BridgeSettings:
 
 @dataclass(frozen=True)
 class WorkerSettings:
-    models_dir: Path = Path("artifacts/models")
+    models_dir: Path = Path("/var/tmp/agentq/models")
     intra_op_threads: int = 1
     inter_op_threads: int = 1
     max_attempts: int = 3
@@ -112,6 +112,7 @@ class Settings:
     worker_database_url: str = (
         "postgresql+psycopg://agentq_worker:agentq_worker@127.0.0.1:55432/agentq"
     )
+    queue_prefix: str = ""  # Celery queues are <prefix>cpu and <prefix>gpu
     log_level: str = "INFO"
     log_json: bool = False
 
@@ -128,6 +129,8 @@ class Settings:
         worker = _apply(base.worker, e, "AGENTQ_WORKER_", {"models_dir": "MODELS_DIR"})
         if "AGENTQ_MODELS_DIR" in e:
             worker = replace(worker, models_dir=Path(e["AGENTQ_MODELS_DIR"]))
+        elif "AGENTQ_HOME" in e:
+            worker = replace(worker, models_dir=Path(e["AGENTQ_HOME"]) / "models")
         redis_url = e.get("AGENTQ_REDIS_URL", base.redis_url)
         if e.get("AGENTQ_REDIS_PASSWORD") and "@" not in redis_url:
             redis_url = redis_url.replace("redis://", f"redis://:{e['AGENTQ_REDIS_PASSWORD']}@", 1)
@@ -140,6 +143,7 @@ class Settings:
             redis_url=redis_url,
             database_url=e.get("AGENTQ_DATABASE_URL", base.database_url),
             worker_database_url=e.get("AGENTQ_WORKER_DATABASE_URL", base.worker_database_url),
+            queue_prefix=e.get("AGENTQ_QUEUE_PREFIX", base.queue_prefix),
             log_level=e.get("AGENTQ_LOG_LEVEL", base.log_level),
             log_json=e.get("AGENTQ_LOG_JSON", "0").lower() in ("1", "true", "yes"),
         )

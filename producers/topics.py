@@ -1,0 +1,26 @@
+"""Topic administration shared by producers, the bridge and tests."""
+
+from __future__ import annotations
+
+from kafka import KafkaAdminClient
+from kafka.admin import NewTopic
+from kafka.errors import TopicAlreadyExistsError
+
+from agentq.config import KafkaSettings
+
+
+def ensure_topics(settings: KafkaSettings, extra: dict[str, int] | None = None) -> None:
+    """Create the jobs and DLQ topics if missing (idempotent)."""
+    wanted = {settings.jobs_topic: settings.jobs_partitions, settings.dlq_topic: 1}
+    wanted.update(extra or {})
+    admin = KafkaAdminClient(client_id="agentq-admin", **settings.client_options())
+    try:
+        existing = set(admin.list_topics())
+        new = [NewTopic(name, n, 1) for name, n in wanted.items() if name not in existing]
+        if new:
+            try:
+                admin.create_topics(new)
+            except TopicAlreadyExistsError:
+                pass
+    finally:
+        admin.close()

@@ -1,0 +1,100 @@
+"""The v1 wire contract: limits before parsing, schema, model inputs, deadlines."""
+
+import json
+import uuid
+
+import pytest
+
+from agentq.config import Limits
+from producers.contract import (
+    JobMessage,
+    Rejection,
+    RejectReason,
+    json_depth_exceeds,
+    parse_record,
+)
+
+LIMITS = Limits(max_record_bytes=2048, max_json_depth=6, max_text_chars=100)
+
+
+def msg(**over):
+    base = {"v": 1, "job_id": str(uuid.uuid4()), "model": "minilm-l6", "input": {"text": "hi"}}
+    base.update(over)
+    return json.dumps(base).encode()
+
+
+def reason(value, **kw):
+    res = parse_record(value, LIMITS, **kw)
+    assert isinstance(res, Rejection), res
+    return res.reason
+
+
+def test_valid_text_job_parses_with_canonical_uuid():
+    jid = str(uuid.uuid4()).upper()
+    job = parse_record(msg(job_id=jid, tenant="t1", priority=3), LIMITS)
+    assert isinstance(job, JobMessage)
+    assert job.job_id == jid.lower() and job.tenant == "t1" and job.priority == 3
+
+
+def test_valid_digits_job_parses():
+    job = parse_record(msg(model="digits-mlp", input={"pixels": [0] * 64}), LIMITS)
+    assert isinstance(job, JobMessage) and job.model == "digits-mlp"
+
+
+@pytest.mark.parametrize(
+    "value, expected",
+    [
+        (b"x" * 3000, RejectReason.PAYLOAD_TOO_LARGE),
+        (b"\xff\xfe{not utf8", RejectReason.NOT_UTF8),
+        (b'{"v": 1, "job_id": ', RejectReason.MALFORMED_JSON),
+        (b"[" * 50 + b"]" * 50, RejectReason.TOO_DEEP),
+        (b"[1, 2]", RejectReason.SCHEMA),
+        (None, RejectReason.MALFORMED_JSON),
+    ],
+)
+def test_limits_and_syntax_are_checked_before_schema(value, expected):
+    assert reason(value) == expected
+
+
+def test_missing_job_id_is_a_schema_error():
+    body = {"v": 1, "model": "minilm-l6", "input": {"text": "hi"}}
+    assert reason(json.dumps(body).encode()) == RejectReason.SCHEMA
+
+
+def test_unknown_model_is_rejected_and_keeps_the_job_id():
+    jid = str(uuid.uuid4())
+    res = parse_record(msg(job_id=jid, model="gpt-17"), LIMITS)
+    assert isinstance(res, Rejection) and res.reason == RejectReason.UNKNOWN_MODEL
+    assert res.job_id == jid
+
+
+def test_model_not_registered_is_unknown():
+    assert reason(msg(), known_models={"digits-mlp"}) == RejectReason.UNKNOWN_MODEL
+
+
+def test_text_over_the_limit_is_payload_too_large():
+    assert reason(msg(input={"text": "a" * 101})) == RejectReason.PAYLOAD_TOO_LARGE
+
+
+@pytest.mark.parametrize("pixels", [[0] * 63, [0] * 63 + ["x"], [0] * 63 + [True], "abc"])
+def test_bad_pixels_are_schema_errors(pixels):
+    assert reason(msg(model="digits-mlp", input={"pixels": pixels})) == RejectReason.SCHEMA
+
+
+def test_expired_deadline_is_rejected_at_receipt():
+    assert reason(msg(deadline_ms=1000), now_ms=2000) == RejectReason.EXPIRED
+
+
+def test_wrong_version_is_schema_error():
+    assert reason(msg(v=2)) == RejectReason.SCHEMA
+
+
+def test_depth_scanner_ignores_brackets_inside_strings():
+    assert not json_depth_exceeds('{"a": "[[[[[[[[[[[[[["}', 3)
+    assert json_depth_exceeds('{"a": [[[[1]]]]}', 3)
+
+
+def test_encode_roundtrip():
+    job = JobMessage.new("digits-mlp", {"pixels": [1.0] * 64}, tenant="x", deadline_ms=5)
+    again = parse_record(job.encode(), LIMITS)
+    assert again == job

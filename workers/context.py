@@ -1,0 +1,50 @@
+"""What a worker process holds for its lifetime: the database engine, the inference engine and
+the model handlers (arq's ``ctx``), passed to each task explicitly."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import Engine
+
+from agentq.config import Settings
+from agentq.log import get_logger
+from storage.db import make_engine
+from workers.engine import InferenceEngine
+from workers.handlers import Handler, make_handler
+
+log = get_logger("agentq.worker")
+
+
+@dataclass
+class WorkerContext:
+    settings: Settings
+    db: Engine
+    engine: InferenceEngine
+    handlers: dict[str, Handler] = field(default_factory=dict)
+
+    @classmethod
+    def start(cls, settings: Settings) -> WorkerContext:
+        db = make_engine(settings.worker_database_url, pool_size=2, app_name="agentq-worker")
+        engine = InferenceEngine(settings.worker, db)
+        ctx = cls(settings, db, engine)
+        for name in ("digits-mlp", "minilm-l6"):
+            try:
+                engine.model(name)
+                ctx.handler(name)
+            except Exception as e:  # a missing model must not stop the others from loading
+                log.warning("model_unavailable_at_start", model=name, error=str(e))
+        return ctx
+
+    def handler(self, model: str) -> Handler:
+        h = self.handlers.get(model)
+        if h is None:
+            h = self.handlers[model] = make_handler(model)
+        return h
+
+    def close(self) -> None:
+        self.db.dispose()
+
+    def describe(self) -> dict[str, Any]:
+        return {"device": self.engine.device, "models": sorted(self.handlers)}
