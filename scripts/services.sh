@@ -405,7 +405,11 @@ pg_up() {
     return 0
   fi
   mkdir -p "$PG_DIR" "$PG_RUN"
-  if is_root; then chown postgres:postgres "$PG_DIR" "$PG_RUN"; fi
+  if is_root; then
+    # the postgres OS user must be able to reach its data dir (umask 077 setups)
+    chmod o+x "$AGENTQ_HOME" "$SVC" 2>/dev/null || true
+    chown postgres:postgres "$PG_DIR" "$PG_RUN"
+  fi
   chmod 700 "$PG_RUN" 2>/dev/null || true
   if [ ! -f "$PG_DATA/PG_VERSION" ]; then
     log "postgres: initdb in $PG_DATA"
