@@ -149,7 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("status", "workers.status", "live view of lag, queues, workers, latency"),
         ("autoscale", "workers.autoscale_cli", "lag-driven autoscaler"),
         ("reaper", "workers.reaper", "re-enqueue jobs stuck past their lease"),
-        ("demo", "scripts.demo", "push a job stream through the whole system"),
+        ("demo", "agentq.demo", "push a job stream through the whole system"),
     ]:
         sp = sub.add_parser(name, help=text)
         sp.add_argument("rest", nargs=argparse.REMAINDER)
@@ -158,7 +158,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    # Subcommands with their own parsers get their arguments untouched.
+    passthrough = {"models": 1, "bench": 2, "status": 1, "autoscale": 1, "reaper": 1, "demo": 1}
+    n = passthrough.get(argv[0]) if argv else None
+    if n is not None and not (len(argv) > 1 and argv[1] in ("-h", "--help") and n == 2):
+        args = parser.parse_args(argv[:n])
+        args.rest = argv[n:]
+    else:
+        args = parser.parse_args(argv)
     settings = Settings.from_env()
     configure_logging(settings.log_level, settings.log_json)
     return int(args.fn(args, settings) or 0)

