@@ -27,6 +27,7 @@ from storage.registry import registered_names
 from storage.schema import JobStatus
 from workers.batcher import Batch, MicroBatcher
 from workers.dlq import DeadLetters
+from workers.failpoints import failpoint
 from workers.offsets import OffsetTracker, Ticket
 from workers.routing import Router
 
@@ -195,6 +196,7 @@ class Bridge:
         if jobs:
             payload = {"batch_id": batch_id, "model": batch.model, "jobs": jobs}
             self._retry_io(lambda: self.router.publish(payload, queue), "celery_publish")
+            failpoint("bridge.after_publish")
             self.stats["dispatched"] += len(jobs)
             self.stats["batches"] += 1
             log.debug("batch_dispatched", batch_id=batch_id, model=batch.model,
