@@ -43,6 +43,9 @@ def cmd_bridge(args: argparse.Namespace, settings: Settings) -> int:
     ensure_topics(settings.kafka)
     db = make_engine(settings.worker_database_url, pool_size=2, app_name="agentq-bridge")
     stop = _stop_on_signals()
+    from workers.reaper import start_reaper
+
+    start_reaper(settings, db, app, stop)  # re-enqueues jobs stuck past their lease
     Bridge(settings, db, app).run(stop)
     db.dispose()
     return 0

@@ -1,0 +1,172 @@
+"""The reaper: re-enqueues jobs stuck in ``queued`` or ``running`` past their lease.
+
+Celery loses tasks in known ways (Redis restarted without persistence, a worker killed with
+its task unacknowledged, a publish lost with the bridge). The ledger does not: every live job
+not touched for ``lease_s`` is re-published as a ``run_batch`` built from its ``input`` column,
+grouped by model and queue. A job lost while ``running`` is re-published still ``running``, so
+the worker runs it on its own and counts its attempt (``storage.retry``); one already at
+``max_attempts`` is ``failed`` (``WORKER_CRASHED``) with a DLQ copy, so a job that kills its
+worker cannot loop forever. Jobs past their deadline are ``expired``.
+
+Runs as ``agentq reaper`` (a loop; ``--once`` for one pass) and as a thread in the bridge.
+Several reapers are safe: rows are locked with SKIP LOCKED and their lease renewed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import threading
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Engine
+from sqlalchemy.exc import OperationalError
+
+from agentq.config import Settings
+from agentq.log import get_logger
+from producers.contract import RejectReason
+from storage.ledger import end_jobs
+from storage.retry import fail_jobs, take_stuck
+from storage.schema import JobStatus
+from workers.retry import dead_letter
+
+log = get_logger("agentq.reaper")
+
+
+@dataclass
+class ReapStats:
+    requeued: int = 0
+    failed: int = 0
+    expired: int = 0
+    batches: int = 0
+
+
+class Reaper:
+    def __init__(self, settings: Settings, db: Engine, celery_app: Any,
+                 lease_s: float | None = None, limit: int = 2000) -> None:
+        self.s = settings
+        self.db = db
+        self.celery = celery_app
+        self.lease_s = float(lease_s if lease_s is not None else settings.worker.lease_s)
+        self.limit = limit
+        self._dlq: Any = None
+
+    def reap_once(self) -> ReapStats:
+        st = ReapStats()
+        now = datetime.now(UTC)
+        limit = self.s.worker.max_attempts
+        with self.db.begin() as conn:
+            rows = take_stuck(conn, self.lease_s, self.limit)
+            if not rows:
+                return st
+            late = [r for r in rows if r["deadline_at"] is not None and r["deadline_at"] < now]
+            gone = {r["job_id"] for r in late}
+            dead = [r for r in rows if r["job_id"] not in gone and r["status"] == "running"
+                    and r["attempts"] >= limit]
+            gone |= {r["job_id"] for r in dead}
+            again = [r for r in rows if r["job_id"] not in gone]
+            st.expired = end_jobs(conn, [(r["job_id"], JobStatus.EXPIRED,
+                                          RejectReason.EXPIRED.value,
+                                          "deadline passed while stuck") for r in late], now)
+            failed = fail_jobs(conn, [(
+                r["job_id"], RejectReason.WORKER_CRASHED.value,
+                f"lost while running {r['attempts']} times; gave up"
+                + (f" (last error: {r['error']})" if r["error"] else "")) for r in dead], now)
+        st.failed = len(failed)
+        if failed:
+            dead_letter(self._dead_letters(), failed)
+        st.requeued, st.batches = self._publish(again)
+        if rows:
+            log.info("stuck_jobs_reaped", requeued=st.requeued, failed=st.failed,
+                     expired=st.expired, batches=st.batches, lease_s=self.lease_s)
+        return st
+
+    def _publish(self, rows: list[dict[str, Any]]) -> tuple[int, int]:
+        """Publish run_batch tasks; a failed publish leaves the jobs for the next lease."""
+        groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+        for r in rows:
+            queue = r["queue"] or self.s.queue_prefix + "cpu"
+            groups.setdefault((r["model"], queue), []).append(r)
+        size = max(1, self.s.bridge.max_batch)
+        sent = batches = 0
+        for (model, queue), group in groups.items():
+            for i in range(0, len(group), size):
+                chunk = group[i:i + size]
+                jobs = [{"job_id": r["job_id"], "input": r["input"],
+                         **({"deadline_ms": int(r["deadline_at"].timestamp() * 1000)}
+                            if r["deadline_at"] else {})} for r in chunk]
+                payload = {"batch_id": f"reap-{uuid.uuid4()}", "model": model, "jobs": jobs}
+                try:
+                    self.celery.send_task("agentq.run_batch", args=[payload], queue=queue,
+                                          retry=True, retry_policy={"max_retries": 2})
+                except Exception as e:  # Redis down: the lease brings them back next time
+                    log.warning("reaper_publish_failed", error=str(e)[:200], jobs=len(chunk))
+                    continue
+                sent += len(chunk)
+                batches += 1
+        return sent, batches
+
+    def _dead_letters(self) -> Any:
+        if self._dlq is None:
+            try:
+                from workers.dlq import DeadLetters
+
+                self._dlq = DeadLetters(self.s.kafka)
+            except Exception as e:  # a side concern; the ledger says failed already
+                log.warning("dlq_unavailable", error=str(e)[:200])
+        return self._dlq
+
+    def run(self, stop: threading.Event, interval_s: float | None = None) -> None:
+        every = interval_s if interval_s is not None else max(1.0, self.lease_s / 4)
+        log.info("reaper_started", lease_s=self.lease_s, interval_s=every)
+        while not stop.wait(every):
+            try:
+                self.reap_once()
+            except OperationalError as e:
+                log.warning("reaper_db_unavailable", error=str(e)[:200])
+            except Exception as e:  # the reaper must outlive any one bad pass
+                log.warning("reaper_pass_failed", error=str(e)[:300])
+        self.close()
+
+    def close(self) -> None:
+        if self._dlq is not None:
+            self._dlq.close()
+            self._dlq = None
+
+
+def start_reaper(settings: Settings, db: Engine, celery_app: Any,
+                 stop: threading.Event) -> threading.Thread | None:
+    """Run a reaper thread next to the bridge (unless AGENTQ_BRIDGE_REAPER=0)."""
+    if os.environ.get("AGENTQ_BRIDGE_REAPER", "1").lower() in ("0", "false", "no"):
+        return None
+    t = threading.Thread(target=Reaper(settings, db, celery_app).run, args=(stop,),
+                         name="agentq-reaper", daemon=True)
+    t.start()
+    return t
+
+
+def main(argv: list[str], settings: Settings) -> int:
+    p = argparse.ArgumentParser(prog="agentq reaper", description=__doc__.split("\n")[0])
+    p.add_argument("--once", action="store_true", help="one pass, then exit")
+    p.add_argument("--lease-s", type=float, help="default: AGENTQ_WORKER_LEASE_S")
+    p.add_argument("--interval-s", type=float, help="default: a quarter of the lease")
+    args = p.parse_args(argv)
+    from agentq.cli import _stop_on_signals
+    from storage.db import make_engine
+    from workers.app import app
+
+    db = make_engine(settings.worker_database_url, pool_size=1, app_name="agentq-reaper")
+    reaper = Reaper(settings, db, app, lease_s=args.lease_s)
+    try:
+        if args.once:
+            st = reaper.reap_once()
+            print(f"requeued={st.requeued} failed={st.failed} expired={st.expired}")
+            reaper.close()
+        else:
+            reaper.run(_stop_on_signals(), args.interval_s)
+    finally:
+        db.dispose()
+    return 0
