@@ -25,9 +25,11 @@ from storage.ledger import record_jobs
 from storage.ledger_bridge import record_batch
 from storage.registry import registered_names
 from storage.schema import JobStatus
+from workers import metrics
 from workers.batcher import Batch, MicroBatcher
 from workers.dlq import DeadLetters
 from workers.failpoints import failpoint
+from workers.inflight import InflightGate
 from workers.offsets import OffsetTracker, Ticket
 from workers.routing import Router
 
@@ -90,6 +92,7 @@ class Bridge:
         self.dlq = dlq or DeadLetters(settings.kafka)
         self.router = router or Router(settings, celery_app)
         self.tracker = OffsetTracker()
+        self.inflight = InflightGate(settings, db)
         self.batcher = MicroBatcher(settings.bridge.max_batch, settings.bridge.max_wait_ms)
         self.rejects: list[Reject] = []
         self.known_models: set[str] = set()
@@ -199,6 +202,8 @@ class Bridge:
             failpoint("bridge.after_publish")
             self.stats["dispatched"] += len(jobs)
             self.stats["batches"] += 1
+            self.inflight.dispatched(len(jobs))
+            metrics.batch_dispatched(batch.model, len(jobs))
             log.debug("batch_dispatched", batch_id=batch_id, model=batch.model,
                       batch_size=len(jobs), queue=queue)
         for it in live:
@@ -263,11 +268,12 @@ class Bridge:
         depth = self.router.depth()
         b = self.s.bridge
         assigned = list(self.consumer.assignment())
-        if not self.paused and depth >= b.queue_high_watermark:
+        full = self.inflight.full(assigned, self.tracker.pending_count(), depth, self.paused)
+        if not self.paused and (depth >= b.queue_high_watermark or full):
             self.consumer.pause(*assigned)
             self.paused = True
-            log.info("partitions_paused", queue_depth=depth)
-        elif self.paused and depth <= b.queue_low_watermark:
+            log.info("partitions_paused", queue_depth=depth, inflight_full=full)
+        elif self.paused and depth <= b.queue_low_watermark and not full:
             self.consumer.resume(*assigned)
             self.paused = False
             log.info("partitions_resumed", queue_depth=depth)
