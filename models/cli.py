@@ -1,0 +1,52 @@
+"""`agentq models build [NAME ...] [--force] [--no-register] [--models-dir DIR]`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from agentq.config import Settings
+from models.errors import ModelError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="agentq models", description=__doc__)
+    sub = p.add_subparsers(dest="action", required=True)
+    b = sub.add_parser("build", help="build, gate and register models (cached by content hash)")
+    b.add_argument("names", nargs="*", metavar="NAME",
+                   help="models to build (default: all): minilm-l6, digits-mlp")
+    b.add_argument("--force", action="store_true", help="rebuild even when the cache is valid")
+    b.add_argument("--no-register", action="store_true",
+                   help="build only; do not write the models table")
+    b.add_argument("--models-dir", type=Path,
+                   help="artifact root (default: AGENTQ_MODELS_DIR or artifacts/models)")
+    return p
+
+
+def main(argv: list[str] | None = None, settings: Settings | None = None) -> int:
+    args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
+    settings = settings or Settings.from_env()
+    from models.build import build_models
+
+    models_dir = args.models_dir or settings.worker.models_dir
+    url = None if args.no_register else settings.database_url
+    try:
+        manifests = build_models(args.names or None, models_dir, url, force=args.force)
+    except ModelError as e:
+        print(f"agentq models build: {e}", file=sys.stderr)
+        return 1
+    for m in manifests:
+        for v in m["variants"]:
+            flag = "active" if v.get("active") else "      "
+            metrics = {k: v["metrics"][k] for k in
+                       ("accuracy", "mean_cosine", "min_cosine", "retrieval_top1",
+                        "ms_per_batch", "us_per_batch") if k in v.get("metrics", {})}
+            print(f"{m['name']:11s} {m['version']}  {v['variant']:5s} {v['device']:4s} {flag} "
+                  f"{json.dumps(metrics)}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
