@@ -40,7 +40,9 @@ def test_dispatches_between_ledger_counts_are_added_so_the_cap_holds():
 def test_gate_reopens_when_the_ledger_shows_jobs_finished():
     ledger, clock = FakeLedger(), [0.0]
     gate = _gate(cap=100, poll=10, ledger=ledger, clock=clock)
+    assert not gate.full([3], buffered=0)
     gate.dispatched(95)
+    ledger.inflight = 95
     assert gate.full([3], buffered=0)
     ledger.inflight, clock[0] = 20, 2.0
     assert not gate.full([3], buffered=0)
