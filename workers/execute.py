@@ -1,9 +1,12 @@
 """Run one batch: expire, claim, pre-process, infer, post-process, write — per-item failures
-fail alone. The caller (the Celery task) owns retries; this module owns the ledger transitions.
+fail alone. This module owns the ledger transitions (a failed item is put back to ``queued``
+until it has used its attempts, then ``failed`` with a DLQ copy); the caller (the Celery task)
+re-enqueues the retries with backoff.
 """
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -13,9 +16,13 @@ import numpy as np
 
 from agentq.log import get_logger
 from producers.contract import RejectReason
-from storage.ledger import end_jobs, finish_jobs, start_jobs
+from storage.ledger import end_jobs, finish_jobs
+from storage.retry import claim_jobs, count_attempt, fail_jobs, retry_later
 from storage.schema import JobStatus
+from workers.failpoints import active as failpoints_active
+from workers.failpoints import failpoint, failpoint_keys
 from workers.handlers import Prepared
+from workers.retry import dead_letter
 
 log = get_logger("agentq.worker")
 
@@ -32,17 +39,23 @@ class BatchOutcome:
     skipped: int = 0  # already terminal: a duplicate delivery
     infer_ms: float = 0.0
     failures: list[tuple[str, str, str]] = field(default_factory=list)
+    retry: list[tuple[dict[str, Any], int]] = field(default_factory=list)  # (job, attempts)
 
     def as_dict(self) -> dict[str, Any]:
         return {"succeeded": self.succeeded, "failed": self.failed, "expired": self.expired,
-                "skipped": self.skipped, "infer_ms": round(self.infer_ms, 3)}
+                "skipped": self.skipped, "retried": len(self.retry),
+                "infer_ms": round(self.infer_ms, 3)}
 
 
-def _infer(ctx: Any, model: str, prepared: Prepared) -> tuple[list[np.ndarray] | None,
-                                                               dict[int, str]]:
+def _infer(ctx: Any, model: str, prepared: Prepared,
+           keys: list[str] | None = None) -> tuple[list[np.ndarray] | None, dict[int, str]]:
     """Run the batch; if the batch as a whole fails, run items one by one so a bad item fails
-    alone. Returns (outputs for the items still ok, errors by original index)."""
+    alone. Returns (outputs for the items still ok, errors by original index). ``keys`` (one per
+    ok item) exist only while a keyed failpoint is set (tests)."""
     try:
+        failpoint("worker.mid_inference")
+        if keys:
+            failpoint_keys("worker.item", keys)
         return ctx.engine.run(model, prepared.feeds), {}
     except Exception as batch_error:  # ORT raises plain RuntimeError subclasses
         log.warning("batch_inference_failed", model=model, error=str(batch_error))
@@ -52,6 +65,8 @@ def _infer(ctx: Any, model: str, prepared: Prepared) -> tuple[list[np.ndarray] |
     for k, idx in enumerate(prepared.ok):
         feeds = {name: arr[k:k + 1] for name, arr in prepared.feeds.items()}
         try:
+            if keys:
+                failpoint_keys("worker.item", [keys[k]])
             per_item.append(ctx.engine.run(model, feeds))
             keep.append(k)
         except Exception as e:
@@ -65,6 +80,9 @@ def _infer(ctx: Any, model: str, prepared: Prepared) -> tuple[list[np.ndarray] |
 
 
 def execute_batch(ctx: Any, batch: dict[str, Any]) -> BatchOutcome:
+    """Expire, claim, then run: jobs claimed fresh run as one batch; *suspects* (found running:
+    a delivery died with them) run one by one, each counting its own attempt, so a job that
+    kills its process uses up only its own attempts (see ``storage.retry``)."""
     model = batch["model"]
     jobs = batch["jobs"]
     out = BatchOutcome()
@@ -75,28 +93,71 @@ def execute_batch(ctx: Any, batch: dict[str, Any]) -> BatchOutcome:
     with ctx.db.begin() as conn:
         out.expired = end_jobs(conn, [(j["job_id"], JobStatus.EXPIRED, RejectReason.EXPIRED.value,
                                        "deadline passed before inference") for j in expired], now)
-        claimed = start_jobs(conn, [j["job_id"] for j in live], now)
+        claimed = claim_jobs(conn, [j["job_id"] for j in live], now)
     run = [j for j in live if j["job_id"] in claimed]
     out.skipped = len(live) - len(run)
-    if not run:
-        return out
+    fresh = [j for j in run if not claimed[j["job_id"]].suspect]
+    if fresh:
+        _run(ctx, model, fresh, {j["job_id"]: claimed[j["job_id"]].attempts for j in fresh}, out)
+    for j in run:
+        if claimed[j["job_id"]].suspect:
+            _run_alone(ctx, model, j, out)
+    return out
+
+
+def _run_alone(ctx: Any, model: str, job: dict[str, Any], out: BatchOutcome) -> None:
+    with ctx.db.begin() as conn:
+        attempts = count_attempt(conn, job["job_id"])
+    if attempts is None:
+        out.skipped += 1
+        return
+    limit = ctx.settings.worker.max_attempts
+    if attempts <= limit:
+        _run(ctx, model, [job], {job["job_id"]: attempts}, out)
+        return
+    error = f"worker process died running this job; gave up after {limit} attempts"
+    with ctx.db.begin() as conn:
+        failed = fail_jobs(conn, [(job["job_id"], RejectReason.WORKER_CRASHED.value, error)],
+                           utcnow())
+    _record_failed(ctx, failed, out)
+
+
+def _run(ctx: Any, model: str, run: list[dict[str, Any]], attempts: dict[str, int],
+         out: BatchOutcome) -> None:
     handler = ctx.handler(model)
     prepared = handler.prepare([j["input"] for j in run])
-    errors = dict(prepared.errors)
+    final = {i: msg for i, msg in prepared.errors.items()}  # bad input: retrying cannot help
+    retry: dict[int, str] = {}
     rows: list[dict[str, Any]] = []
     if prepared.ok:
+        keys = ([json.dumps(run[i]["input"]) for i in prepared.ok]
+                if failpoints_active("worker.item") else None)
         t0 = time.perf_counter()
-        outputs, infer_errors = _infer(ctx, model, prepared)
-        out.infer_ms = (time.perf_counter() - t0) * 1000
-        errors.update(infer_errors)
+        outputs, infer_errors = _infer(ctx, model, prepared, keys)
+        out.infer_ms += (time.perf_counter() - t0) * 1000
+        limit = ctx.settings.worker.max_attempts
+        for i, msg in infer_errors.items():
+            n = attempts[run[i]["job_id"]]
+            if n >= limit:
+                final[i] = f"{msg} (attempt {n} of {limit})"
+            else:
+                retry[i] = msg
         if outputs is not None:
             for idx, res in zip(prepared.ok, handler.results(outputs, prepared), strict=True):
                 rows.append({"job_id": run[idx]["job_id"], "model": model, **res})
-    failures = [(run[i]["job_id"], JobStatus.FAILED, RejectReason.INFERENCE_FAILED.value, msg)
-                for i, msg in sorted(errors.items())]
+    reason = RejectReason.INFERENCE_FAILED.value
     finished = utcnow()
     with ctx.db.begin() as conn:
-        out.succeeded = finish_jobs(conn, rows, finished)
-        out.failed = end_jobs(conn, failures, finished)
-    out.failures = [(f[0], f[2], f[3]) for f in failures]
-    return out
+        out.succeeded += finish_jobs(conn, rows, finished)
+        failed = fail_jobs(conn, [(run[i]["job_id"], reason, m) for i, m in sorted(final.items())],
+                           finished)
+        retry_later(conn, [(run[i]["job_id"], reason, m) for i, m in sorted(retry.items())])
+    out.retry += [(run[i], attempts[run[i]["job_id"]]) for i in sorted(retry)]
+    _record_failed(ctx, failed, out)
+
+
+def _record_failed(ctx: Any, failed: list[dict[str, Any]], out: BatchOutcome) -> None:
+    out.failed += len(failed)
+    out.failures += [(r["job_id"], r["reason"], r["error"]) for r in failed]
+    if failed:
+        dead_letter(ctx.dead_letters(), failed)
