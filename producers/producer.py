@@ -20,10 +20,12 @@ class JobProducer:
 
     def __init__(self, settings: KafkaSettings, limits: Limits | None = None,
                  compression: str | None = "gzip", linger_ms: int = 10,
-                 batch_size: int = 256 * 1024, topic: str | None = None) -> None:
+                 batch_size: int = 256 * 1024, topic: str | None = None,
+                 admission: Any = None) -> None:
         self.settings = settings
         self.limits = limits or Limits()
         self.topic = topic or settings.jobs_topic
+        self.admission = admission  # producers.admission.Admission: backlog limit in seconds
         try:
             self._producer = KafkaProducer(
                 acks="all", enable_idempotence=True, compression_type=compression,
@@ -36,7 +38,9 @@ class JobProducer:
                 from e
 
     def send(self, job: JobMessage | dict[str, Any], routing_key: str | None = None,
-             validate: bool = True) -> Any:
+             validate: bool = True, admission_timeout_s: float | None = None) -> Any:
+        """With an ``admission`` set, raises Backpressure over its backlog limit, after waiting
+        up to ``admission_timeout_s`` (default: the admission's own timeout)."""
         if isinstance(job, dict):
             checked = validate_message(job, self.limits)
             if isinstance(checked, Rejection):
@@ -51,6 +55,8 @@ class JobProducer:
             raise InvalidJob(f"PAYLOAD_TOO_LARGE: {len(value)} bytes, "
                              f"limit {self.limits.max_record_bytes}")
         key = (routing_key or job.job_id).encode()
+        if self.admission is not None:
+            self.admission.admit(admission_timeout_s)
         return self._producer.send(self.topic, value=value, key=key)
 
     def send_raw(self, value: bytes, key: bytes | None = None) -> Any:

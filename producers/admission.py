@@ -1,0 +1,90 @@
+"""Admission control for producers: refuse (or wait) while the backlog is too long.
+
+The backlog is measured in seconds — jobs waiting ÷ measured drain rate — so a limit means the
+same thing for a fast model and a slow one. ``Admission.admit`` raises :class:`Backpressure`
+right away (``timeout_s=0``) or blocks, re-reading the backlog, up to ``timeout_s`` before
+raising: the caller's choice, per producer or per call.
+
+Sources of the backlog (anything with ``read() -> (backlog_jobs, drain_jobs_s | None)``):
+:class:`KafkaBacklog` (lag of the bridge's consumer group, drained at the rate its committed
+offsets advance — Kafka only, no database credentials needed) or any fake in tests. While the
+drain rate is still unknown (first reading) jobs are admitted.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from agentq.config import KafkaSettings
+from producers.errors import Backpressure, ProducerError
+
+
+class BacklogSource(Protocol):
+    def read(self) -> tuple[int, float | None]:
+        """(jobs waiting, jobs drained per second or None while unknown)."""
+        ...
+
+
+class Admission:
+    def __init__(self, source: BacklogSource, limit_s: float, timeout_s: float = 0.0,
+                 refresh_s: float = 1.0, clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
+        self.source = source
+        self.limit_s = limit_s
+        self.timeout_s = timeout_s
+        self.refresh_s = refresh_s
+        self.clock = clock
+        self.sleep = sleep
+        self._backlog_s = 0.0
+        self._at = float("-inf")
+
+    def backlog_s(self) -> float:
+        """Seconds to drain what waits now (cached for ``refresh_s``)."""
+        now = self.clock()
+        if now - self._at >= self.refresh_s:
+            try:
+                jobs, drain = self.source.read()
+            except Exception as e:
+                raise ProducerError(f"cannot measure the backlog: {e}") from e
+            if jobs <= 0 or drain is None:
+                self._backlog_s = 0.0
+            else:
+                self._backlog_s = jobs / drain if drain > 0 else math.inf
+            self._at = now
+        return self._backlog_s
+
+    def admit(self, timeout_s: float | None = None) -> None:
+        """Return when the backlog is under the limit; raise Backpressure after ``timeout_s``."""
+        wait = self.timeout_s if timeout_s is None else timeout_s
+        end = self.clock() + wait
+        while True:
+            backlog = self.backlog_s()
+            if backlog <= self.limit_s:
+                return
+            left = end - self.clock()
+            if left <= 0:
+                raise Backpressure(backlog, self.limit_s)
+            self.sleep(min(self.refresh_s, left))
+
+
+class KafkaBacklog:
+    """Backlog of the bridge's consumer group: total lag, drained at the commit rate."""
+
+    def __init__(self, kafka: KafkaSettings, topic: str | None = None,
+                 group_id: str | None = None, window_s: float = 10.0) -> None:
+        from workers.lag import LagReader, RateMeter
+
+        self.reader: Any = LagReader(kafka, topic, group_id)
+        self.drained = RateMeter(window_s)
+
+    def read(self) -> tuple[int, float | None]:
+        parts = self.reader.read()
+        consumed = sum(p.end_offset - p.lag for p in parts)
+        rate = self.drained.add(consumed)
+        return sum(p.lag for p in parts), (rate if self.drained.ready() else None)
+
+    def close(self) -> None:
+        self.reader.close()
