@@ -99,6 +99,7 @@ class WorkerSettings:
     max_attempts: int = 3
     lease_s: int = 120
     device: str = "auto"  # auto | cpu | cuda
+    engine_mode: str = "inprocess"  # inprocess | shared | auto (workers.engine_client)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,356 @@
+"""What a pool process uses in ``engine_mode=shared``: the same ``run(model, feeds)`` as
+``InferenceEngine``, served by the per-device engine process (``workers.engine_server``).
+
+Who starts and supervises the engine: the pool processes themselves, under a file lock. The first
+client that finds no live engine in its run directory (``<tmp>/agentq-engine-<celery main pid>``)
+takes ``engine.lock``, starts ``python -m workers.engine_server`` (a fresh interpreter, so no CUDA
+state is ever inherited through a fork), waits for its socket and releases the lock; the others
+wait on the lock and connect. When a client sees the engine die (EOF, reset, timeout), it restarts
+it the same way and retries the request once on the new engine; if the engine cannot come back it
+raises ``EngineUnavailable`` (retryable: the task gives the jobs back and retries with backoff).
+The engine exits when the Celery main process (``watch_pid``) is gone, on SIGTERM (Celery's
+process group), or when killed; its stale slab is removed at the next start.
+
+Wire: a unix socket, 4-byte big-endian length + UTF-8 JSON per message; tensors never cross it,
+only slot ids, offsets, shapes and dtypes. Inputs are written once into a slot of the shared slab;
+the engine reads them as views and writes outputs into the same slot; the client copies the (small)
+outputs out and frees the slot before ``run`` returns, so callers never hold slots.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from agentq.config import WorkerSettings
+from agentq.log import get_logger
+from workers.errors import EngineUnavailable, FatalError, WorkerError
+from workers.shm import SHM_DIR, NoFreeSlot, Slab, pid_alive, proc_start_time
+
+log = get_logger("agentq.engine_client")
+
+_LEN = struct.Struct(">I")
+MAX_FRAME = 1 << 20
+
+
+class EngineInferenceError(FatalError):
+    """The engine ran the request and ONNX Runtime rejected it (a bad input)."""
+
+
+@dataclass(frozen=True)
+class EngineOptions:
+    """Knobs of the shared engine; every default documented here."""
+
+    n_slots: int = 16  # concurrent requests in flight; >= pool processes x threads
+    slot_bytes: int = 2 << 20  # 2 MiB: a 64x128 minilm batch needs 128 KiB in, 96 KiB out
+    max_batch: int = 64  # rows per merged device batch unless the registry row says otherwise
+    shm_dir: Path = SHM_DIR
+    run_dir: Path | None = None  # default: <tmp>/agentq-engine-<watch_pid>
+    watch_pid: int = 0  # the engine exits when this process is gone (0: the starting client)
+    threads: int = 0  # ORT intra-op threads in the engine; 0 = WorkerSettings.intra_op_threads
+    start_timeout_s: float = 60.0
+    request_timeout_s: float = 120.0
+    slot_wait_s: float = 10.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def resolved(self) -> EngineOptions:
+        watch = self.watch_pid or default_watch_pid()
+        run_dir = self.run_dir or Path(tempfile.gettempdir()) / f"agentq-engine-{watch}"
+        return replace(self, watch_pid=watch, run_dir=Path(run_dir))
+
+    def to_json(self) -> str:
+        d = asdict(self)
+        d["shm_dir"], d["run_dir"] = str(self.shm_dir), str(self.run_dir) if self.run_dir else None
+        return json.dumps(d)
+
+    @classmethod
+    def from_json(cls, text: str) -> EngineOptions:
+        d = json.loads(text)
+        d["shm_dir"] = Path(d["shm_dir"])
+        d["run_dir"] = Path(d["run_dir"]) if d.get("run_dir") else None
+        return cls(**d)
+
+
+def default_watch_pid() -> int:
+    """The Celery main process when called in a prefork pool child, else this process."""
+    try:
+        from billiard.process import current_process
+
+        if current_process().name != "MainProcess":
+            return os.getppid()
+    except ImportError:
+        pass
+    return os.getpid()
+
+
+# ---- framing (shared with the server) ------------------------------------------------------
+def send_msg(sock: socket.socket, msg: dict[str, Any]) -> None:
+    body = json.dumps(msg, separators=(",", ":")).encode()
+    sock.sendall(_LEN.pack(len(body)) + body)
+
+
+def recv_exact(sock: socket.socket, n: int) -> bytes:
+    buf = bytearray()
+    while len(buf) < n:
+        chunk = sock.recv(n - len(buf))
+        if not chunk:
+            raise ConnectionError("engine closed the connection")
+        buf += chunk
+    return bytes(buf)
+
+
+def recv_msg(sock: socket.socket) -> dict[str, Any]:
+    (n,) = _LEN.unpack(recv_exact(sock, _LEN.size))
+    if n > MAX_FRAME:
+        raise ConnectionError(f"frame of {n} bytes is over the {MAX_FRAME} limit")
+    return json.loads(recv_exact(sock, n))
+
+
+def socket_path(opts: EngineOptions) -> Path:
+    assert opts.run_dir is not None
+    return opts.run_dir / "engine.sock"
+
+
+def pid_path(opts: EngineOptions) -> Path:
+    assert opts.run_dir is not None
+    return opts.run_dir / "engine.pid"
+
+
+# ---- supervision ---------------------------------------------------------------------------
+Conn = tuple[socket.socket, dict[str, Any]]
+
+
+def _try_connect(path: Path, timeout_s: float) -> Conn | None:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(timeout_s)
+    try:
+        sock.connect(str(path))
+        send_msg(sock, {"op": "hello", "pid": os.getpid()})
+        hello = recv_msg(sock)
+        if hello.get("ok"):
+            return sock, hello
+    except (OSError, ValueError):
+        pass
+    sock.close()
+    return None
+
+
+def ensure_engine(opts: EngineOptions, env: dict[str, str] | None = None) -> Conn:
+    """Connect to the live engine of ``opts.run_dir``, starting one under the lock if none."""
+    assert opts.run_dir is not None
+    opts.run_dir.mkdir(parents=True, exist_ok=True)
+    path = socket_path(opts)
+    conn = _try_connect(path, opts.request_timeout_s)
+    if conn is not None:
+        return conn
+    with open(opts.run_dir / "engine.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released by the kernel if we die holding it
+        conn = _try_connect(path, opts.request_timeout_s)
+        if conn is not None:
+            return conn
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "workers.engine_server", "--options", opts.to_json()],
+            env=env, close_fds=True, stdin=subprocess.DEVNULL)
+        log.warning("engine_starting", engine_pid=proc.pid, run_dir=str(opts.run_dir))
+        end = time.monotonic() + opts.start_timeout_s
+        while time.monotonic() < end:
+            if proc.poll() is not None:
+                raise EngineUnavailable(f"engine process exited with {proc.returncode} at start")
+            conn = _try_connect(path, opts.request_timeout_s)
+            if conn is not None:
+                return conn
+            time.sleep(0.05)
+        proc.kill()
+        raise EngineUnavailable(f"engine did not start within {opts.start_timeout_s}s")
+
+
+# ---- the client ----------------------------------------------------------------------------
+class EngineClient:
+    """Drop-in for ``InferenceEngine`` in a pool process; thread-safe (one request at a time)."""
+
+    def __init__(self, settings: WorkerSettings, options: EngineOptions | None = None,
+                 env: dict[str, str] | None = None) -> None:
+        self.settings = settings
+        self.options = (options or EngineOptions()).resolved()
+        self._env = env
+        self._lock = threading.Lock()
+        self._sock: socket.socket | None = None
+        self._slab: Slab | None = None
+        self._hello: dict[str, Any] = {}
+        self._models: dict[str, dict[str, Any]] = {}
+        self._next_id = 0
+        with self._lock:
+            self._connect()
+
+    @property
+    def device(self) -> str:
+        return str(self._hello.get("device", "cpu"))
+
+    @property
+    def engine_pid(self) -> int:
+        return int(self._hello.get("engine_pid", 0))
+
+    def _connect(self) -> None:
+        try:
+            sock, hello = ensure_engine(self.options, self._env)
+            slab = Slab.attach(hello["slab"], Path(hello["shm_dir"]))
+        except (OSError, ValueError) as e:
+            raise EngineUnavailable(f"cannot reach the inference engine: {e}") from e
+        self._sock, self._slab, self._hello = sock, slab, hello
+        self._models.clear()
+
+    def _drop(self) -> None:
+        if self._sock is not None:
+            self._sock.close()
+        if self._slab is not None:
+            self._slab.close(unlink=False)
+        self._sock = self._slab = None
+
+    def close(self) -> None:
+        with self._lock:
+            self._drop()
+
+    def _call(self, msg: dict[str, Any]) -> dict[str, Any]:
+        assert self._sock is not None
+        send_msg(self._sock, msg)
+        return recv_msg(self._sock)
+
+    def _with_engine(self, fn: Any) -> Any:
+        """Run ``fn`` against the engine; on engine death restart it and retry once."""
+        for attempt in (1, 2):
+            try:
+                if self._sock is None:
+                    self._connect()
+                return fn()
+            except (OSError, ConnectionError, ValueError) as e:
+                self._on_broken(e)
+                if attempt == 2:
+                    raise EngineUnavailable(f"inference engine unavailable: {e}") from e
+        raise AssertionError("unreachable")
+
+    def _on_broken(self, error: Exception) -> None:
+        log.warning("engine_lost", engine_pid=self.engine_pid, error=str(error)[:200])
+        if isinstance(error, TimeoutError) and pid_alive(self.engine_pid):
+            start = self._hello.get("engine_start", 0)
+            if proc_start_time(self.engine_pid) == start:  # hung: end it so a new one can start
+                os.kill(self.engine_pid, signal.SIGKILL)
+        self._drop()
+
+    def model(self, name: str) -> dict[str, Any]:
+        """Ask the engine to load ``name``; raises EngineUnavailable when it cannot."""
+        with self._lock:
+            return self._model(name)
+
+    def _model(self, name: str) -> dict[str, Any]:
+        info = self._models.get(name)
+        if info is None:
+            info = self._with_engine(lambda: self._call({"op": "load", "model": name}))
+            if not info.get("ok"):
+                raise EngineUnavailable(info.get("error", f"engine cannot load {name!r}"))
+            self._models[name] = info
+        return info
+
+    def run(self, name: str, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        with self._lock:
+            self._model(name)
+            return self._with_engine(lambda: self._run_chunked(name, feeds))
+
+    def _run_chunked(self, name: str, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        assert self._slab is not None
+        names = list(feeds)
+        arrays = [np.ascontiguousarray(feeds[k]) for k in names]
+        n = int(arrays[0].shape[0]) if arrays and arrays[0].ndim else 0
+        per_row = sum(a.nbytes for a in arrays) // max(n, 1)
+        rows = max(1, (self._slab.slot_bytes // 2) // max(per_row, 1))
+        parts: list[list[np.ndarray]] = []
+        start = 0
+        while True:
+            take = min(rows, n - start)
+            outs = self._request(name, names, [a[start:start + take] for a in arrays])
+            if outs is None:  # outputs did not fit the slot: smaller chunks
+                if rows == 1:
+                    raise EngineInferenceError(
+                        f"one row of {name!r} does not fit a {self._slab.slot_bytes}-byte slot")
+                rows = max(1, rows // 2)
+                continue
+            parts.append(outs)
+            start += take
+            if start >= n:
+                break
+        if len(parts) == 1:
+            return parts[0]
+        return [np.concatenate([p[j] for p in parts]) for j in range(len(parts[0]))]
+
+    def _request(self, name: str, names: list[str],
+                 arrays: list[np.ndarray]) -> list[np.ndarray] | None:
+        slab = self._slab
+        assert slab is not None
+        per_row = sum(a.nbytes for a in arrays) // max(int(arrays[0].shape[0]), 1)
+        if per_row > slab.slot_bytes // 2:
+            raise EngineInferenceError(f"one row of {name!r} ({per_row} bytes) does not fit "
+                                       f"half a {slab.slot_bytes}-byte slot")
+        try:
+            slot = slab.alloc(self.options.slot_wait_s)
+        except NoFreeSlot as e:
+            raise EngineUnavailable(str(e)) from e
+        try:
+            descs, end = slab.put(slot, arrays)
+            for d, k in zip(descs, names, strict=True):
+                d["name"] = k
+            self._next_id += 1
+            reply = self._call({"op": "run", "id": self._next_id, "model": name, "slot": slot,
+                                "inputs": descs, "out_offset": end})
+            if reply.get("id") != self._next_id:
+                raise ConnectionError(f"reply {reply.get('id')} for request {self._next_id}")
+            if not reply.get("ok"):
+                kind = reply.get("kind")
+                if kind == "overflow":
+                    return None
+                if kind == "unavailable":
+                    raise EngineUnavailable(reply.get("error", "engine cannot serve the model"))
+                raise EngineInferenceError(reply.get("error", "inference failed"))
+            return [slab.view(slot, o["offset"], o["shape"], o["dtype"]).copy()
+                    for o in reply["outputs"]]
+        finally:
+            slab.free(slot)
+
+
+def resolve_mode(mode: str, device: str) -> str:
+    """``auto``: the engine process on CUDA (one process owns the device), in-process sessions on
+    CPU (measured faster on CPU by ``agentq bench shm``, see bench/results/shm.json)."""
+    if mode in ("inprocess", "shared"):
+        return mode
+    if mode != "auto":
+        raise ValueError(f"engine_mode must be inprocess, shared or auto, not {mode!r}")
+    if device == "cpu":
+        return "inprocess"
+    import onnxruntime as ort  # lists providers only; CUDA is not initialised by this
+
+    return "shared" if "CUDAExecutionProvider" in ort.get_available_providers() else "inprocess"
+
+
+def open_engine(settings: WorkerSettings, db: Any) -> Any:
+    """The engine a pool process uses, by ``settings.engine_mode``: an ``EngineClient`` or an
+    in-process ``InferenceEngine`` (both have ``run(model, feeds)``, ``model``, ``device``)."""
+    if resolve_mode(settings.engine_mode, settings.device) == "shared":
+        return EngineClient(settings)
+    from workers.engine import InferenceEngine
+
+    return InferenceEngine(settings, db)
+
+
+__all__ = ["EngineClient", "EngineOptions", "EngineInferenceError", "WorkerError", "open_engine"]
