@@ -3,6 +3,7 @@ the model handlers (arq's ``ctx``), passed to each task explicitly."""
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,6 +24,8 @@ class WorkerContext:
     db: Engine
     engine: Any  # InferenceEngine or EngineClient, by settings.worker.engine_mode
     handlers: dict[str, Handler] = field(default_factory=dict)
+    _dlq: Any = None
+    _dlq_tried_at: float = 0.0
 
     @classmethod
     def start(cls, settings: Settings) -> WorkerContext:
@@ -43,7 +46,22 @@ class WorkerContext:
             h = self.handlers[model] = make_handler(model)
         return h
 
+    def dead_letters(self) -> Any:
+        """The DLQ producer, created on first use (Kafka may be down at start-up); None while
+        Kafka is unreachable (retried at most every 10 s)."""
+        if self._dlq is None and time.monotonic() - self._dlq_tried_at > 10:
+            self._dlq_tried_at = time.monotonic()
+            try:
+                from workers.dlq import DeadLetters
+
+                self._dlq = DeadLetters(self.settings.kafka)
+            except Exception as e:  # a side concern: failed jobs are in the ledger already
+                log.warning("dlq_unavailable", error=str(e)[:200])
+        return self._dlq
+
     def close(self) -> None:
+        if self._dlq is not None:
+            self._dlq.close()
         if hasattr(self.engine, "close"):
             self.engine.close()
         self.db.dispose()
