@@ -19,6 +19,7 @@ from producers.contract import RejectReason
 from storage.ledger import end_jobs, finish_jobs
 from storage.retry import claim_jobs, count_attempt, fail_jobs, retry_later
 from storage.schema import JobStatus
+from workers import metrics
 from workers.failpoints import active as failpoints_active
 from workers.failpoints import failpoint, failpoint_keys
 from workers.handlers import Prepared
@@ -102,20 +103,22 @@ def execute_batch(ctx: Any, batch: dict[str, Any]) -> BatchOutcome:
     for j in run:
         if claimed[j["job_id"]].suspect:
             _run_alone(ctx, model, j, out)
+    metrics.after_batch(model, out)
     return out
 
 
 def _run_alone(ctx: Any, model: str, job: dict[str, Any], out: BatchOutcome) -> None:
+    limit = ctx.settings.worker.max_attempts
     with ctx.db.begin() as conn:
-        attempts = count_attempt(conn, job["job_id"])
-    if attempts is None:
+        counted = count_attempt(conn, job["job_id"], limit)
+    if counted is None:
         out.skipped += 1
         return
-    limit = ctx.settings.worker.max_attempts
-    if attempts <= limit:
+    attempts, may_run = counted
+    if may_run:
         _run(ctx, model, [job], {job["job_id"]: attempts}, out)
         return
-    error = f"worker process died running this job; gave up after {limit} attempts"
+    error = f"worker process died running this job; gave up after {attempts} attempts"
     with ctx.db.begin() as conn:
         failed = fail_jobs(conn, [(job["job_id"], RejectReason.WORKER_CRASHED.value, error)],
                            utcnow())
@@ -135,6 +138,7 @@ def _run(ctx: Any, model: str, run: list[dict[str, Any]], attempts: dict[str, in
         t0 = time.perf_counter()
         outputs, infer_errors = _infer(ctx, model, prepared, keys)
         out.infer_ms += (time.perf_counter() - t0) * 1000
+        metrics.padding(model, prepared.feeds)
         limit = ctx.settings.worker.max_attempts
         for i, msg in infer_errors.items():
             n = attempts[run[i]["job_id"]]

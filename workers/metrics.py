@@ -137,16 +137,20 @@ def jobs_ended(model: str, counts: Mapping[str, int]) -> None:
 
 
 @safe
-def after_batch(model: str, outcome: Any, feeds: Mapping[str, Any] | None = None) -> None:
-    """Worker hook at the end of a batch: outcomes, inference time, padding ratio."""
-    m = _m()
+def after_batch(model: str, outcome: Any) -> None:
+    """Worker hook at the end of a batch: outcomes by status and inference time."""
     jobs_ended(model, {"succeeded": outcome.succeeded, "failed": outcome.failed,
                        "expired": outcome.expired})
     if outcome.infer_ms:
-        m["infer"].labels(model).observe(outcome.infer_ms / 1000)
-    mask = (feeds or {}).get("attention_mask")
+        _m()["infer"].labels(model).observe(outcome.infer_ms / 1000)
+
+
+@safe
+def padding(model: str, feeds: Mapping[str, Any]) -> None:
+    """Worker hook after inference: share of padding in a token batch (text models only)."""
+    mask = feeds.get("attention_mask")
     if mask is not None and getattr(mask, "size", 0):
-        m["padding"].labels(model).observe(1.0 - float(mask.sum()) / mask.size)
+        _m()["padding"].labels(model).observe(1.0 - float(mask.sum()) / mask.size)
 
 
 @safe
