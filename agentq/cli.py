@@ -34,6 +34,7 @@ def cmd_bridge(args: argparse.Namespace, settings: Settings) -> int:
     from storage.db import make_engine
     from workers.app import app
     from workers.bridge import Bridge
+    from workers.metrics import start_server as start_metrics_server
 
     if args.max_batch or args.max_wait_ms is not None:
         settings = replace(settings, bridge=replace(
@@ -43,6 +44,7 @@ def cmd_bridge(args: argparse.Namespace, settings: Settings) -> int:
     ensure_topics(settings.kafka)
     db = make_engine(settings.worker_database_url, pool_size=2, app_name="agentq-bridge")
     stop = _stop_on_signals()
+    start_metrics_server(role="bridge")  # AGENTQ_METRICS_PORT; off by default
     from workers.reaper import start_reaper
 
     start_reaper(settings, db, app, stop)  # re-enqueues jobs stuck past their lease

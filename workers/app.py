@@ -71,3 +71,12 @@ def _close_pool_process(**_: Any) -> None:
 @signals.setup_logging.connect
 def _setup_logging(**_: Any) -> None:
     configure_logging(settings.log_level, settings.log_json)
+
+
+@signals.worker_init.connect
+def _start_metrics(**_: Any) -> None:
+    """Prometheus endpoint of this worker (AGENTQ_METRICS_PORT; off by default), started in the
+    parent before the pool forks so the children share its multiprocess registry."""
+    from workers.metrics import start_worker_server
+
+    start_worker_server()
