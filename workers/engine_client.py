@@ -25,7 +25,6 @@ import os
 import signal
 import socket
 import struct
-import subprocess
 import sys
 import tempfile
 import threading
@@ -45,6 +44,7 @@ log = get_logger("agentq.engine_client")
 
 _LEN = struct.Struct(">I")
 MAX_FRAME = 1 << 20
+_SPAWNED: set[int] = set()  # engine processes started by this process, reaped when they exit
 
 
 class EngineInferenceError(FatalError):
@@ -162,20 +162,37 @@ def ensure_engine(opts: EngineOptions, env: dict[str, str] | None = None) -> Con
         conn = _try_connect(path, opts.request_timeout_s)
         if conn is not None:
             return conn
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "workers.engine_server", "--options", opts.to_json()],
-            env=env, close_fds=True, stdin=subprocess.DEVNULL)
-        log.warning("engine_starting", engine_pid=proc.pid, run_dir=str(opts.run_dir))
+        # posix_spawn: a fresh interpreter (fork+exec), never a fork of this process's state.
+        pid = os.posix_spawn(sys.executable, [sys.executable, "-m", "workers.engine_server",
+                                              "--options", opts.to_json()],
+                             os.environ if env is None else env)
+        _SPAWNED.add(pid)
+        log.warning("engine_starting", engine_pid=pid, run_dir=str(opts.run_dir))
         end = time.monotonic() + opts.start_timeout_s
         while time.monotonic() < end:
-            if proc.poll() is not None:
-                raise EngineUnavailable(f"engine process exited with {proc.returncode} at start")
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                _SPAWNED.discard(pid)
+                raise EngineUnavailable(f"engine process exited with status {status} at start")
             conn = _try_connect(path, opts.request_timeout_s)
             if conn is not None:
                 return conn
             time.sleep(0.05)
-        proc.kill()
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        _SPAWNED.discard(pid)
         raise EngineUnavailable(f"engine did not start within {opts.start_timeout_s}s")
+
+
+def _reap() -> None:
+    """Collect engine processes this process started that have exited (no zombies)."""
+    for pid in list(_SPAWNED):
+        try:
+            done = os.waitpid(pid, os.WNOHANG)[0]
+        except ChildProcessError:
+            done = pid
+        if done:
+            _SPAWNED.discard(pid)
 
 
 # ---- the client ----------------------------------------------------------------------------
@@ -193,12 +210,34 @@ class EngineClient:
         self._hello: dict[str, Any] = {}
         self._models: dict[str, dict[str, Any]] = {}
         self._next_id = 0
-        with self._lock:
+        self._wanted: list[str] = []
+        # Connect (starting the engine if needed) in the background: Celery kills a pool process
+        # whose start-up (worker_process_init) takes over 4 s; requests wait on the lock instead.
+        self._lock.acquire()
+        threading.Thread(target=self._start, name="agentq-engine-connect", daemon=True).start()
+
+    def _start(self) -> None:
+        try:
             self._connect()
+            while self._wanted:
+                self._model(self._wanted.pop(0))
+        except EngineUnavailable as e:
+            log.warning("engine_not_ready", error=str(e)[:200])
+        finally:
+            self._lock.release()
+
+    def wait_ready(self, timeout_s: float = 120.0) -> bool:
+        """Wait for the background connect; True when connected to a live engine."""
+        if not self._lock.acquire(timeout=timeout_s):
+            return False
+        try:
+            return self._sock is not None
+        finally:
+            self._lock.release()
 
     @property
     def device(self) -> str:
-        return str(self._hello.get("device", "cpu"))
+        return str(self._hello.get("device", self.settings.device))
 
     @property
     def engine_pid(self) -> int:
@@ -223,6 +262,11 @@ class EngineClient:
     def close(self) -> None:
         with self._lock:
             self._drop()
+
+    def stats(self) -> dict[str, Any]:
+        """The engine's counters: batches run, requests merged, slots in use, pending."""
+        with self._lock:
+            return dict(self._with_engine(lambda: self._call({"op": "stats"})))
 
     def _call(self, msg: dict[str, Any]) -> dict[str, Any]:
         assert self._sock is not None
@@ -249,11 +293,18 @@ class EngineClient:
             if proc_start_time(self.engine_pid) == start:  # hung: end it so a new one can start
                 os.kill(self.engine_pid, signal.SIGKILL)
         self._drop()
+        _reap()
 
     def model(self, name: str) -> dict[str, Any]:
-        """Ask the engine to load ``name``; raises EngineUnavailable when it cannot."""
-        with self._lock:
+        """Ask the engine to load ``name``; raises EngineUnavailable when it cannot. While the
+        background connect runs, the name is queued for it and this returns at once."""
+        if not self._lock.acquire(blocking=False):
+            self._wanted.append(name)
+            return {"ok": True, "pending": True}
+        try:
             return self._model(name)
+        finally:
+            self._lock.release()
 
     def _model(self, name: str) -> dict[str, Any]:
         info = self._models.get(name)

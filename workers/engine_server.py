@@ -182,6 +182,9 @@ class EngineServer:
                                         "max_batch": self._max_batch(msg["model"])})
             except EngineUnavailable as e:
                 self._reply(conn.sock, {"ok": False, "kind": "unavailable", "error": str(e)})
+        elif op == "stats":
+            self._reply(conn.sock, {"ok": True, "batches": self.batches, "merged": self.merged,
+                                    "slots_used": self.slab.used(), "pending": len(self.pending)})
         elif op == "run":
             rows = int(msg["inputs"][0]["shape"][0]) if msg["inputs"] else 0
             self.pending.append(Request(conn.sock, msg["id"], msg["model"], int(msg["slot"]),

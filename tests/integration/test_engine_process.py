@@ -1,0 +1,169 @@
+"""The per-device engine process on live services: same outputs as in-process sessions, merged
+batches, slots of killed clients reclaimed, and an engine killed mid-stream loses no job."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import signal
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sklearn.datasets import load_digits
+
+from agentq.config import Settings
+from producers.contract import JobMessage
+from producers.producer import JobProducer
+from tests.support import ledger_status, wait_for, wait_terminal
+from workers.engine_client import EngineClient, EngineOptions
+from workers.shm import SHM_DIR, read_header
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def engine_opts(tmp_path: Path) -> EngineOptions:
+    return EngineOptions(run_dir=tmp_path / "run", watch_pid=os.getpid(), n_slots=8,
+                         slot_bytes=1 << 20)
+
+
+@pytest.fixture
+def client(built_models: Settings, engine_opts: EngineOptions):
+    c = EngineClient(built_models.worker, engine_opts)
+    assert c.wait_ready(60), "engine did not start"
+    yield c
+    pid = c.engine_pid
+    c.close()
+    os.kill(pid, signal.SIGTERM)
+    wait_for(lambda: not (engine_opts.run_dir / "engine.pid").exists(), 20, what="engine exit")
+
+
+@pytest.mark.timeout(120)
+def test_engine_outputs_equal_in_process_outputs_bit_for_bit(built_models, worker_db, client):
+    from workers.engine import InferenceEngine
+
+    local = InferenceEngine(built_models.worker, worker_db)
+    x = load_digits().data.astype(np.float32)
+    for n in (1, 7, 64, 300):  # 300 rows: larger than a device batch, one request
+        want = local.run("digits-mlp", {"pixels": x[:n]})
+        got = client.run("digits-mlp", {"pixels": x[:n]})
+        assert len(got) == len(want)
+        for g, w in zip(got, want, strict=True):
+            assert g.dtype == w.dtype and g.shape == w.shape
+            assert g.tobytes() == w.tobytes()
+    assert client.device == local.device == "cpu"
+
+
+def _client_loop(settings, opts, rows, rounds, results, errors):
+    try:
+        c = EngineClient(settings.worker, opts)
+        for _ in range(rounds):
+            results.append((rows, c.run("digits-mlp", {"pixels": rows})))
+        c.close()
+    except Exception as e:  # surfaced by the test thread
+        errors.append(e)
+
+
+@pytest.mark.timeout(120)
+def test_concurrent_requests_are_merged_and_each_caller_gets_its_slice(
+        built_models, worker_db, client, engine_opts):
+    from workers.engine import InferenceEngine
+
+    # Given six clients sending small batches at once,
+    local = InferenceEngine(built_models.worker, worker_db)
+    x = load_digits().data.astype(np.float32)
+    results: list = []
+    errors: list = []
+    threads = [threading.Thread(target=_client_loop, args=(built_models, engine_opts,
+                                                           x[8 * i:8 * i + 3 + i], 40,
+                                                           results, errors))
+               for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(90)
+    # then every caller got the outputs of its own rows,
+    assert not errors, errors
+    assert len(results) == 6 * 40
+    for rows, outs in results:
+        want = local.run("digits-mlp", {"pixels": rows})[0]
+        np.testing.assert_allclose(outs[0], want, rtol=1e-6, atol=1e-7)
+        assert (outs[0].argmax(1) == want.argmax(1)).all()
+    # and the engine merged some of them into shared device batches.
+    stats = client.stats()
+    assert stats["merged"] > 0, stats
+    assert stats["slots_used"] == 0
+
+
+def _hold_engine_slot(settings, opts, ready):
+    c = EngineClient(settings.worker, opts)
+    c.wait_ready(60)
+    c._slab.alloc()  # a request half written when the process dies
+    ready.set()
+    signal.pause()
+
+
+@pytest.mark.timeout(120)
+def test_pool_process_killed_holding_a_slot_leaks_nothing(built_models, client, engine_opts):
+    # Given a client process that dies with SIGKILL while it holds a slot,
+    ctx = mp.get_context("spawn")
+    ready = ctx.Event()
+    child = ctx.Process(target=_hold_engine_slot, args=(built_models, engine_opts, ready))
+    child.start()
+    try:
+        assert ready.wait(60)
+        assert client.stats()["slots_used"] == 1
+        os.kill(child.pid, signal.SIGKILL)
+        # then the engine reclaims the slot on its own,
+        wait_for(lambda: client.stats()["slots_used"] == 0, 10, what="slot reclaim")
+    finally:
+        child.join(10)
+    # and the engine still serves.
+    assert client.run("digits-mlp", {"pixels": np.zeros((2, 64), np.float32)})[0].shape == (2, 10)
+
+
+def _engine_pid(worker_pid: int) -> int | None:
+    path = Path(tempfile.gettempdir()) / f"agentq-engine-{worker_pid}" / "engine.pid"
+    try:
+        return int(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+@pytest.mark.timeout(280)
+def test_killing_the_engine_mid_stream_loses_no_job(stack, worker_db):
+    # Given a bridge and a Celery worker (2 pool processes) in shared-engine mode,
+    s = stack.settings
+    worker = stack.worker(concurrency=2, extra_env={"AGENTQ_WORKER_ENGINE_MODE": "shared"})
+    stack.bridge()
+    first = wait_for(lambda: _engine_pid(worker.popen.pid), 90, what="engine process")
+    digits = load_digits()
+    jobs = [JobMessage.new("digits-mlp", {"pixels": digits.data[i % 1797].tolist()})
+            for i in range(600)]
+    with JobProducer(s.kafka, s.limits) as producer:
+        # when jobs stream in and the engine is killed with SIGKILL while they run,
+        for job in jobs[:300]:
+            producer.send(job)
+        producer.flush()
+        ids = [j.job_id for j in jobs[:300]]
+        wait_for(lambda: list(ledger_status(worker_db, ids).values()).count("succeeded") >= 20,
+                 90, interval_s=0.05, what="jobs running")
+        old_slabs = [p for p in SHM_DIR.glob("agentq-*") if (read_header(p) or (0,))[0] == first]
+        os.kill(first, signal.SIGKILL)
+        for job in jobs[300:]:
+            producer.send(job)
+            time.sleep(0.001)
+        producer.flush()
+    # then every job still ends succeeded, exactly once,
+    statuses = wait_terminal(worker_db, [j.job_id for j in jobs], timeout_s=180)
+    assert set(statuses.values()) == {"succeeded"}, stack.logs()
+    # a new engine serves (restarted by a pool process), the worker itself never died,
+    second = _engine_pid(worker.popen.pid)
+    assert second and second != first, stack.logs()
+    assert worker.alive(), stack.logs()
+    # and the killed engine's slab was removed when its successor started.
+    assert old_slabs and not any(p.exists() for p in old_slabs)
