@@ -46,14 +46,20 @@ def claim_jobs(conn: Connection, job_ids: Sequence[str], started_at: datetime) -
     return {str(r[0]): Claim(int(r[1]), r[2] == "running") for r in res}
 
 
-def count_attempt(conn: Connection, job_id: str) -> int | None:
-    """Count one attempt for a running job about to run on its own; None when it is terminal."""
+def count_attempt(conn: Connection, job_id: str, max_attempts: int) -> tuple[int, bool] | None:
+    """Count one attempt for a running job about to run on its own, unless it has used all of
+    them. Returns (attempts, may_run), or None when the job is terminal."""
     row = conn.execute(
-        text("UPDATE jobs SET attempts = attempts + 1, updated_at = now(), started_at = now() "
-             "WHERE job_id = CAST(:id AS uuid) AND status = 'running' RETURNING attempts"),
-        {"id": job_id},
+        text(
+            "WITH prev AS (SELECT job_id, attempts AS was FROM jobs "
+            "  WHERE job_id = CAST(:id AS uuid) AND status = 'running' FOR UPDATE) "
+            "UPDATE jobs AS j SET updated_at = now(), started_at = now(), "
+            "  attempts = prev.was + CASE WHEN prev.was < :lim THEN 1 ELSE 0 END "
+            "FROM prev WHERE j.job_id = prev.job_id RETURNING j.attempts, prev.was < :lim"
+        ),
+        {"id": job_id, "lim": max_attempts},
     ).first()
-    return None if row is None else int(row[0])
+    return None if row is None else (int(row[0]), bool(row[1]))
 
 
 def fail_jobs(conn: Connection, outcomes: Sequence[tuple[str, str, str]],

@@ -10,8 +10,8 @@
 
 Actions: ``crash`` (default; SIGKILL self, like an OOM kill), ``exit`` (``os._exit(70)``, no
 cleanup), ``raise`` (raise :class:`FailpointError`). With ``AGENTQ_FAILPOINT_ONCE_DIR`` set, a
-point fires at most once across all processes (a marker file there records that it fired), so a
-restarted or forked process does not crash again.
+counted point fires at most once across all processes (a marker file there records that it
+fired), so a restarted or forked process does not crash again; keyed points fire every time.
 
 Unset (production), every call is one dict lookup on an empty dict.
 """
@@ -70,7 +70,7 @@ def failpoint(name: str) -> None:
     if spec is None:
         return
     spec.hits += 1
-    if spec.arg.isdigit() and spec.hits == int(spec.arg):
+    if spec.arg.isdigit() and spec.hits == int(spec.arg) and _first_time(spec):
         _fire(spec, f"hit {spec.hits}")
 
 
@@ -97,8 +97,6 @@ def _first_time(spec: Spec) -> bool:
 
 
 def _fire(spec: Spec, why: str) -> None:
-    if not _first_time(spec):
-        return
     if spec.action == "raise":
         raise FailpointError(f"failpoint {spec.name} ({why})")
     os.write(2, f"failpoint {spec.name} fired ({why}): {spec.action}\n".encode())
