@@ -148,9 +148,10 @@ def after_batch(model: str, outcome: Any) -> None:
 @safe
 def padding(model: str, feeds: Mapping[str, Any]) -> None:
     """Worker hook after inference: share of padding in a token batch (text models only)."""
-    mask = feeds.get("attention_mask")
-    if mask is not None and getattr(mask, "size", 0):
-        _m()["padding"].labels(model).observe(1.0 - float(mask.sum()) / mask.size)
+    mask: Any = feeds.get("attention_mask")
+    size = int(mask.size) if mask is not None else 0
+    if size:
+        _m()["padding"].labels(model).observe(1.0 - float(mask.sum()) / size)
 
 
 @safe
