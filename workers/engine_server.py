@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import selectors
 import signal
@@ -115,6 +116,7 @@ class EngineServer:
         self.sel = selectors.DefaultSelector()
         self.pending: deque[Request] = deque()
         self.stopping = False
+        self._specs: dict[str, Any] = {}
         self.batches = 0
         self.merged = 0
         path = socket_path(opts)
@@ -130,7 +132,7 @@ class EngineServer:
     # ---- io ------------------------------------------------------------------------------
     def _accept(self) -> None:
         sock, _ = self.listener.accept()
-        sock.settimeout(self.opts.request_timeout_s)
+        sock.setblocking(True)  # replies are small: a send never waits on a slow reader
         self.sel.register(sock, selectors.EVENT_READ, Conn(sock))
 
     def _close(self, conn: Conn) -> None:
@@ -243,7 +245,7 @@ class EngineServer:
         offset, layout = r.out_offset, []
         for shape, dtype in shapes:
             dt = np.dtype(dtype)
-            n = int(np.prod(shape, dtype=np.int64)) * dt.itemsize
+            n = math.prod(shape) * dt.itemsize
             if offset + n > self.slab.slot_bytes:
                 return None
             layout.append({"offset": offset, "shape": list(shape), "dtype": dt.str})
@@ -262,7 +264,9 @@ class EngineServer:
 
     def _run_one(self, loaded: Any, r: Request) -> None:
         feeds = self._views(r)
-        specs = output_specs(loaded.session)
+        specs = self._specs.get(r.model, False)
+        if specs is False:
+            specs = self._specs[r.model] = output_specs(loaded.session)
         if specs is None:  # dynamic output dims: let ORT allocate, then copy into the slot
             self._send_outputs(r, loaded.run(feeds))
             return

@@ -26,6 +26,7 @@ directory and reserves the pages (``posix_fallocate``), so a too-small ``/dev/sh
 from __future__ import annotations
 
 import fcntl
+import math
 import mmap
 import os
 import struct
@@ -254,7 +255,7 @@ class Slab:
              dtype: str | np.dtype) -> np.ndarray:
         """A numpy view on ``slot`` at byte ``offset`` (no copy)."""
         dt = np.dtype(dtype)
-        n = int(np.prod(shape, dtype=np.int64)) * dt.itemsize
+        n = math.prod(shape) * dt.itemsize
         if offset < 0 or offset + n > self.slot_bytes:
             raise ValueError(f"tensor of {n} bytes at {offset} does not fit a "
                              f"{self.slot_bytes}-byte slot")
