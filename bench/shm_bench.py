@@ -49,7 +49,7 @@ def _echo(conn: Any, slab_name: str, shm_dir: str) -> None:
             conn.send_bytes(struct.pack("<q", arr.shape[0]))
         else:
             slot, n = _DESC.unpack(msg)
-            view = slab.view(slot, 0, (n,), np.float32)
+            view = slab.view(slot, 0, (n,), "float32")
             conn.send_bytes(struct.pack("<q", view.shape[0]))
             del view
     slab.close()
@@ -57,7 +57,7 @@ def _echo(conn: Any, slab_name: str, shm_dir: str) -> None:
 
 def _time_transfers(fn: Any, budget_s: float, min_reps: int = 3) -> float:
     fn()  # warm
-    times = []
+    times: list[float] = []
     end = time.perf_counter() + budget_s
     while len(times) < min_reps or (time.perf_counter() < end and len(times) < 2000):
         t0 = time.perf_counter()

@@ -149,7 +149,14 @@ def _try_connect(path: Path, timeout_s: float) -> Conn | None:
     return None
 
 
-def ensure_engine(opts: EngineOptions, env: dict[str, str] | None = None) -> Conn:
+def worker_json(settings: WorkerSettings) -> str:
+    """The worker settings for the engine's command line (no secrets live in them)."""
+    return json.dumps({k: str(v) if isinstance(v, Path) else v
+                       for k, v in asdict(settings).items()})
+
+
+def ensure_engine(opts: EngineOptions, worker: WorkerSettings,
+                  env: dict[str, str] | None = None) -> Conn:
     """Connect to the live engine of ``opts.run_dir``, starting one under the lock if none."""
     assert opts.run_dir is not None
     opts.run_dir.mkdir(parents=True, exist_ok=True)
@@ -164,7 +171,8 @@ def ensure_engine(opts: EngineOptions, env: dict[str, str] | None = None) -> Con
             return conn
         # posix_spawn: a fresh interpreter (fork+exec), never a fork of this process's state.
         pid = os.posix_spawn(sys.executable, [sys.executable, "-m", "workers.engine_server",
-                                              "--options", opts.to_json()],
+                                              "--options", opts.to_json(),
+                                              "--worker", worker_json(worker)],
                              os.environ if env is None else env)
         _SPAWNED.add(pid)
         log.warning("engine_starting", engine_pid=pid, run_dir=str(opts.run_dir))
@@ -245,7 +253,7 @@ class EngineClient:
 
     def _connect(self) -> None:
         try:
-            sock, hello = ensure_engine(self.options, self._env)
+            sock, hello = ensure_engine(self.options, self.settings, self._env)
             slab = Slab.attach(hello["slab"], Path(hello["shm_dir"]))
         except (OSError, ValueError) as e:
             raise EngineUnavailable(f"cannot reach the inference engine: {e}") from e
@@ -382,7 +390,11 @@ class EngineClient:
 
 def resolve_mode(mode: str, device: str) -> str:
     """``auto``: the engine process on CUDA (one process owns the device), in-process sessions on
-    CPU (measured faster on CPU by ``agentq bench shm``, see bench/results/shm.json)."""
+    CPU. Measured by ``agentq bench shm`` (bench/results/shm.json, 2 shared CPUs): the worker path
+    for digits-mlp ran 118k jobs/s in-process vs 54k jobs/s through the engine (0.46x) — on CPU
+    every request pays a socket round trip and two context switches that an in-process call does
+    not, and the engine competes with the pool for the same cores. The setting's default stays
+    ``inprocess``; ``auto`` picks per device."""
     if mode in ("inprocess", "shared"):
         return mode
     if mode != "auto":

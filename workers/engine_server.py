@@ -28,12 +28,13 @@ import socket
 import sys
 import time
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from agentq.config import Settings
+from agentq.config import Settings, WorkerSettings
 from agentq.log import configure_logging, get_logger
 from workers.engine_client import (
     _LEN,
@@ -106,8 +107,6 @@ class EngineServer:
         self.opts = opts
         worker = settings.worker
         if opts.threads:
-            from dataclasses import replace
-
             worker = replace(worker, intra_op_threads=opts.threads)
         self.db = make_engine(settings.worker_database_url, pool_size=1,
                               app_name="agentq-engine")
@@ -323,8 +322,13 @@ class EngineServer:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m workers.engine_server")
     p.add_argument("--options", required=True, help="EngineOptions as JSON")
+    p.add_argument("--worker", help="WorkerSettings as JSON (default: from the environment)")
     args = p.parse_args(argv)
     settings = Settings.from_env()
+    if args.worker:
+        w = json.loads(args.worker)
+        w["models_dir"] = Path(w["models_dir"])
+        settings = replace(settings, worker=WorkerSettings(**w))
     configure_logging(settings.log_level, settings.log_json)
     opts = EngineOptions.from_json(args.options).resolved()
     server = EngineServer(settings, opts)

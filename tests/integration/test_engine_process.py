@@ -167,3 +167,26 @@ def test_killing_the_engine_mid_stream_loses_no_job(stack, worker_db):
     assert worker.alive(), stack.logs()
     # and the killed engine's slab was removed when its successor started.
     assert old_slabs and not any(p.exists() for p in old_slabs)
+
+
+@pytest.mark.gpu
+@pytest.mark.timeout(240)
+def test_fp16_model_runs_through_the_engine_on_cuda_with_io_binding(built_models, tmp_path):
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        pytest.skip("no CUDA provider (onnxruntime-gpu and a GPU are needed)")
+    from dataclasses import replace
+
+    settings = replace(built_models.worker, device="cuda")
+    c = EngineClient(settings, EngineOptions(run_dir=tmp_path / "gpu", watch_pid=os.getpid()))
+    try:
+        assert c.wait_ready(120) and c.device == "cuda"
+        x = load_digits().data.astype(np.float32)[:64]
+        probs = c.run("digits-mlp", {"pixels": x})[0]
+        assert probs.shape == (64, 10) and np.allclose(probs.sum(1), 1, atol=1e-2)
+    finally:
+        pid = c.engine_pid
+        c.close()
+        if pid:
+            os.kill(pid, signal.SIGTERM)
