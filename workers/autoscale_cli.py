@@ -84,6 +84,7 @@ class Autoscaler:
         self.state = ScalerState()
         self.per_worker: float | None = None  # EWMA of jobs/s per busy worker process
         self.applied: tuple[int, float] | None = None  # (target, when) of the last resize
+        self.last_actual = 0
         self.grace_s = 10.0  # new pool processes take a moment to appear in stats
         self.t0 = time.monotonic()
 
@@ -92,6 +93,9 @@ class Autoscaler:
         nodes = self.pool.workers()
         actual = sum(nodes.values())
         now = time.monotonic() - self.t0
+        if not nodes and self.last_actual:
+            actual = self.last_actual  # no reply this tick: do not read it as "no workers"
+        self.last_actual = actual
         current = actual
         if self.applied is not None and now - self.applied[1] < self.grace_s:
             current = self.applied[0]  # a resize in progress counts as done
