@@ -1,0 +1,75 @@
+"""The reaper on the live ledger, with a recording stand-in for Celery (one pass, no workers)."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy import text
+
+from storage.ledger import record_jobs
+from workers.reaper import Reaper
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
+
+
+class RecordingCelery:
+    def __init__(self):
+        self.sent = []
+
+    def send_task(self, name, args, queue, **_kw):
+        self.sent.append((name, args[0], queue))
+
+
+def _job(status, attempts=0, deadline=None, model="digits-mlp", queue="tq.cpu"):
+    return {"job_id": str(uuid.uuid4()), "model": model, "status": status, "attempts": attempts,
+            "input": {"pixels": [1.0] * 64}, "queue": queue, "deadline_at": deadline,
+            "source_topic": "agentq.test.reaper"}
+
+
+def test_reaper_requeues_stuck_jobs_from_the_ledger_and_fails_exhausted_ones(
+        migrated, worker_db):
+    # Given live jobs untouched for 10 minutes: queued, running with attempts left, running
+    # with none left, past their deadline; and one fresh queued job,
+    s = replace(migrated, worker=replace(migrated.worker, max_attempts=3, lease_s=60),
+                bridge=replace(migrated.bridge, max_batch=2))
+    stuck = [_job("queued"), _job("queued"), _job("queued"), _job("running", attempts=1)]
+    exhausted = _job("running", attempts=3)
+    late = _job("queued", deadline=datetime.now(UTC) - timedelta(minutes=1))
+    fresh = _job("queued")
+    ids = [j["job_id"] for j in [*stuck, exhausted, late, fresh]]
+    with worker_db.begin() as conn:
+        record_jobs(conn, [*stuck, exhausted, late, fresh])
+        conn.execute(text("UPDATE jobs SET updated_at = now() - interval '10 minutes' "
+                          "WHERE job_id = ANY(CAST(:ids AS uuid[]))"), {"ids": ids[:-1]})
+    celery = RecordingCelery()
+    reaper = Reaper(s, worker_db, celery)
+    # when the reaper runs once,
+    st = reaper.reap_once()
+    reaper.close()
+    # then the stuck jobs are re-published in batches of max_batch from their ledger input,
+    sent_ids = [j["job_id"] for _, payload, _ in celery.sent for j in payload["jobs"]]
+    mine = {j["job_id"] for j in stuck}
+    assert mine <= set(sent_ids) and fresh["job_id"] not in sent_ids
+    for name, payload, queue in celery.sent:
+        assert name == "agentq.run_batch" and len(payload["jobs"]) <= 2
+        if {j["job_id"] for j in payload["jobs"]} & mine:
+            assert queue == "tq.cpu" and payload["model"] == "digits-mlp"
+            assert all(j["input"] == {"pixels": [1.0] * 64} for j in payload["jobs"])
+    assert st.requeued >= 4 and st.failed >= 1 and st.expired >= 1
+    with worker_db.connect() as conn:
+        rows = dict(conn.execute(text(
+            "SELECT job_id::text, status::text || ':' || coalesce(reason, '') FROM jobs "
+            "WHERE job_id = ANY(CAST(:ids AS uuid[]))"), {"ids": ids}).all())
+    # the exhausted one is failed, the late one expired, the running one stays running
+    # (the worker runs it alone and counts its attempt),
+    assert rows[exhausted["job_id"]] == "failed:WORKER_CRASHED"
+    assert rows[late["job_id"]] == "expired:EXPIRED"
+    assert rows[stuck[3]["job_id"]] == "running:"
+    # and their lease is renewed: an immediate second pass re-publishes none of them.
+    celery.sent.clear()
+    reaper.reap_once()
+    again = {j["job_id"] for _, p, _ in celery.sent for j in p["jobs"]}
+    assert not again & set(ids)
