@@ -228,7 +228,11 @@ class EngineClient:
         try:
             self._connect()
             while self._wanted:
-                self._model(self._wanted.pop(0))
+                name = self._wanted.pop(0)
+                try:
+                    self._model(name)
+                except EngineUnavailable as e:
+                    log.warning("model_unavailable_at_start", model=name, error=str(e)[:200])
         except EngineUnavailable as e:
             log.warning("engine_not_ready", error=str(e)[:200])
         finally:

@@ -315,6 +315,13 @@ class EngineServer:
         if pid.exists() and pid.read_text().strip() == str(os.getpid()):
             pid.unlink()
         self.slab.close(unlink=True)
+        if not pid_alive(self.opts.watch_pid) and self.opts.run_dir is not None:
+            for leftover in ("engine.lock",):  # the worker is gone: nobody restarts us
+                (self.opts.run_dir / leftover).unlink(missing_ok=True)
+            try:
+                self.opts.run_dir.rmdir()
+            except OSError:
+                pass
         self.db.dispose()
         log.info("engine_stopped", batches=self.batches, merged_requests=self.merged)
 
