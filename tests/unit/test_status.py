@@ -18,7 +18,7 @@ def test_status_screen_shows_lag_workers_and_model_percentiles():
     snap = Snapshot(at=0.0, lag={0: 1200, 1: 0}, queue_depth=7, workers={"w1@h": 3},
                     open_jobs={"queued": 40, "running": 8},
                     models=[{"model": "digits-mlp", "finished": 600, "succeeded": 598,
-                             "not_ok": 2, "p50": 12.0, "p95": 40.5, "p99": 90.0}])
+                             "not_ok": 2, "p50": 12.0, "p95": 40.7, "p99": 90.0}])
     out = _text(snap)
     for piece in ("1,200", "w1@h", "digits-mlp", "10.0", "598", "41", "90"):
         assert piece in out
