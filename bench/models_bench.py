@@ -12,6 +12,7 @@ time (``ms``; the median is kept as ``ms_median``). Writes ``models.json`` and `
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
@@ -173,7 +174,7 @@ def run(models_dir: Path, threads: int, quick: bool = False) -> dict[str, Any]:
                 progress.update(task, description=f"minilm-l6 batch {batch} length {length}")
                 big = batch * length >= 4096
                 timed = time_interleaved(
-                    {e: (lambda f=mr[e]: f(ids, mask)) for e in MINILM_ENGINES},
+                    {e: functools.partial(mr[e], ids, mask) for e in MINILM_ENGINES},
                     target_s=0.4 if big else 0.8, min_rounds=2, max_rounds=4 if big else 50)
                 result["minilm-l6"] += [_row(e, batch, t, length) for e, t in timed.items()]
                 progress.advance(task, len(MINILM_ENGINES))
@@ -182,7 +183,7 @@ def run(models_dir: Path, threads: int, quick: bool = False) -> dict[str, Any]:
         for batch in batches:
             x = rng.integers(0, 17, size=(batch, 64)).astype(np.float32)
             progress.update(task, description=f"digits-mlp batch {batch}")
-            timed = time_interleaved({e: (lambda f=dr[e]: f(x)) for e in DIGITS_ENGINES},
+            timed = time_interleaved({e: functools.partial(dr[e], x) for e in DIGITS_ENGINES},
                                      target_s=0.3, min_rounds=20, max_rounds=2000)
             result["digits-mlp"] += [_row(e, batch, t) for e, t in timed.items()]
             progress.advance(task, len(DIGITS_ENGINES))

@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,8 @@ import numpy as np
 from models.artifacts import content_version
 from models.errors import AccuracyGateFailed
 
-PARAMS = {"epochs": 300, "seed": 0, "opset": 17, "train_threads": 1, "int8_max_drop": 0.01, "timing_batch": 64}
+PARAMS = {"epochs": 300, "seed": 0, "opset": 17, "train_threads": 1, "int8_max_drop": 0.01,
+          "timing_batch": 64}
 
 
 def version() -> str:
@@ -60,8 +62,7 @@ class _PixelReader:
 
 
 def quantize_int8(src: Path, dst: Path, calibration: np.ndarray) -> None:
-    from onnxruntime.quantization import (CalibrationMethod, QuantFormat, QuantType,
-                                          quantize_static)
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     root = logging.getLogger()  # the quantizer suggests pre-processing through the root logger
     level = root.level
@@ -118,7 +119,7 @@ def _train_single_thread(digits: Any, data: Any) -> Any:
         torch.set_num_threads(previous)
 
 
-def build(out: Path, step: Any) -> dict[str, Any]:
+def build(out: Path, step: Callable[[str], None]) -> dict[str, Any]:
     from agentq.config import WorkerSettings
     from models import digits
 

@@ -53,6 +53,7 @@ class Embeddings(nn.Module):
         self.position_embeddings = nn.Embedding(cfg["max_position_embeddings"], h)
         self.token_type_embeddings = nn.Embedding(cfg["type_vocab_size"], h)
         self.LayerNorm = nn.LayerNorm(h, eps=cfg["layer_norm_eps"])
+        self.position_ids: torch.Tensor
         self.register_buffer("position_ids",
                              torch.arange(cfg["max_position_embeddings"]).unsqueeze(0),
                              persistent=False)

@@ -21,6 +21,7 @@ import logging
 import shutil
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -161,7 +162,7 @@ def _check(name: str, result: Any) -> None:
         )
 
 
-def build(out: Path, step: Any) -> dict[str, Any]:
+def build(out: Path, step: Callable[[str], None]) -> dict[str, Any]:
     from agentq.config import WorkerSettings
     from models import minilm
     from models.minilm_eval import eval_set, gate
