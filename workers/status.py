@@ -157,6 +157,10 @@ def main(argv: list[str] | None, settings: Settings) -> int:
         if not args.watch:
             console.print(render(reader.read(), settings, args.window_s))
             return 0
+        if not console.is_terminal:  # piped: print one screen per refresh
+            while True:
+                console.print(render(reader.read(), settings, args.window_s))
+                time.sleep(args.interval_s)
         with Live(render(reader.read(), settings, args.window_s), console=console,
                   refresh_per_second=4, screen=False) as live:
             while True:
