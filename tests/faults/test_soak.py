@@ -1,0 +1,191 @@
+"""Soak: a steady job stream for a few minutes while random faults from the matrix hit the
+system; prints produced / succeeded / failed / rejected / lost / duplicated (the last two must
+be 0). ``AGENTQ_SOAK_S`` sets the length (default 180 s); ``AGENTQ_SOAK_REPORT`` a file the
+summary is also written to (bench/results/soak.txt holds one run)."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+
+from producers.producer import JobProducer
+from tests.faults.harness import TERMINAL, digits_jobs, marker, restore_services, services_sh
+from tests.support import wait_for
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(1800)]
+
+BAD = [b"{not json", b"\xff\xfe", b'{"v":1,"model":"digits-mlp","input":{}}']
+
+
+class Stream(threading.Thread):
+    """~``rate`` jobs/s in chunks; a chunk whose send fails is sent again (same job_ids)."""
+
+    def __init__(self, settings, rate: int, poison_tag: str) -> None:
+        super().__init__(daemon=True)
+        self.s, self.rate, self.poison_tag = settings, rate, poison_tag
+        self.stop = threading.Event()
+        self.job_ids: list[str] = []
+        self.records = 0  # acknowledged records, duplicates and bad ones included
+        self.bad = 0
+        self.poison: list[str] = []
+        self.send_errors = 0
+
+    def run(self) -> None:
+        producer = None
+        n = 0
+        while not self.stop.is_set():
+            chunk = digits_jobs(max(1, self.rate // 2))
+            if n % 10 == 3:
+                chunk += digits_jobs(1, marker=self.poison_tag)
+            dup = chunk[0] if n % 7 == 5 else None
+            bad = BAD[n % len(BAD)] if n % 5 == 1 else None
+            while not self.stop.is_set():
+                try:
+                    producer = producer or JobProducer(self.s.kafka, self.s.limits)
+                    futures = [producer.send(j) for j in chunk]
+                    if dup is not None:
+                        futures.append(producer.send(dup))
+                    if bad is not None:
+                        futures.append(producer.send_raw(bad))
+                    for f in futures:
+                        f.get(timeout=60)
+                    break
+                except Exception:
+                    self.send_errors += 1
+                    time.sleep(1)
+            else:
+                break
+            self.job_ids += [j.job_id for j in chunk]
+            self.poison += [j.job_id for j in chunk if "tag" in j.input]
+            self.records += len(chunk) + (dup is not None) + (bad is not None)
+            self.bad += bad is not None
+            n += 1
+            time.sleep(0.5)
+        if producer is not None:
+            producer.close()
+
+
+def test_soak_with_random_faults(faulty, worker_db, restore):
+    s = faulty.settings
+    duration_s = float(os.environ.get("AGENTQ_SOAK_S", "180"))
+    rng = random.Random(int(os.environ.get("AGENTQ_SOAK_SEED", "7")))
+    tag = marker()
+    env = {"AGENTQ_FAILPOINT": f"worker.item:{tag}:raise"}
+    workers = [faulty.worker(concurrency=2, extra_env=env)]
+    bridges = [faulty.bridge("--max-batch", "16"), faulty.bridge("--max-batch", "16")]
+
+    def kill_bridge():
+        b = bridges.pop(rng.randrange(len(bridges)))
+        b.signal(signal.SIGKILL)
+        b.popen.wait(10)
+        bridges.append(faulty.bridge("--max-batch", "16"))
+
+    def kill_worker():
+        w = workers.pop()
+        w.signal(signal.SIGKILL)
+        w.popen.wait(10)
+        time.sleep(2)
+        workers.append(faulty.worker(concurrency=2, extra_env=env))
+
+    def stop_bridge():
+        b = rng.choice(bridges)
+        b.signal(signal.SIGSTOP)
+        try:
+            time.sleep(10)
+        finally:
+            b.signal(signal.SIGCONT)
+
+    def restart(*args):
+        def go():
+            try:
+                services_sh(*args)
+            finally:
+                restore_services()
+        return go
+
+    def kill_kafka():
+        try:
+            services_sh("kill", "kafka")
+            time.sleep(2)
+        finally:
+            restore_services()
+
+    faults = {"bridge_sigkill": kill_bridge, "worker_sigkill": kill_worker,
+              "bridge_sigstop": stop_bridge, "redis_restart": restart("restart", "redis"),
+              "postgres_restart_immediate": restart("restart", "postgres", "--immediate"),
+              "kafka_sigkill": kill_kafka}
+    injected: Counter = Counter()
+    stream = Stream(s, rate=20, poison_tag=tag)
+    stream.start()
+    t0 = time.monotonic()
+    try:
+        while time.monotonic() - t0 < duration_s:
+            time.sleep(rng.uniform(8, 16))
+            name = rng.choice(sorted(faults))
+            print(f"[soak t={time.monotonic() - t0:5.0f}s] fault: {name}", flush=True)
+            faults[name]()
+            injected[name] += 1
+    finally:
+        stream.stop.set()
+        stream.join(120)
+    produced_s = time.monotonic() - t0
+
+    ids = list(dict.fromkeys(stream.job_ids))
+    expect = len(ids) + stream.bad
+
+    def settled():
+        with worker_db.connect() as conn:
+            rows = conn.execute(text("SELECT job_id::text, status::text FROM jobs WHERE "
+                                     "source_topic = :t"), {"t": s.kafka.jobs_topic}).all()
+        done = {r[0] for r in rows if r[1] in TERMINAL}
+        return rows if len(done) >= expect and done >= set(ids) else None
+
+    t1 = time.monotonic()
+    try:
+        rows = wait_for(settled, 300, interval_s=2, what="the soak backlog")
+    except TimeoutError:
+        with worker_db.connect() as conn:
+            rows = conn.execute(text("SELECT job_id::text, status::text FROM jobs WHERE "
+                                     "source_topic = :t"), {"t": s.kafka.jobs_topic}).all()
+    settle_s = time.monotonic() - t1
+    status = dict(rows)
+    counts = Counter(status.values())
+    lost = sum(1 for i in ids if status.get(i) not in TERMINAL)
+    with worker_db.connect() as conn:
+        dup_results = conn.execute(text(
+            "SELECT count(*) FROM (SELECT r.job_id FROM results r JOIN jobs j USING (job_id) "
+            "WHERE j.source_topic = :t GROUP BY r.job_id HAVING count(*) > 1 "
+            "OR bool_or(j.status <> 'succeeded')) x"), {"t": s.kafka.jobs_topic}).scalar_one()
+        attempts = conn.execute(text(
+            "SELECT max(attempts) FROM jobs WHERE source_topic = :t"),
+            {"t": s.kafka.jobs_topic}).scalar_one()
+    summary = "\n".join([
+        f"soak: {produced_s:.0f}s of traffic with random faults, then {settle_s:.0f}s to settle",
+        f"faults injected: {dict(sorted(injected.items()))}",
+        f"records produced: {stream.records} ({len(ids)} distinct jobs, "
+        f"{stream.records - len(ids) - stream.bad} duplicate job_ids, {stream.bad} malformed, "
+        f"{len(stream.poison)} poison; {stream.send_errors} producer send retries)",
+        f"succeeded: {counts['succeeded']}",
+        f"failed: {counts['failed']} (poison jobs: {len(stream.poison)})",
+        f"rejected: {counts['rejected']}",
+        f"expired: {counts['expired']}",
+        f"lost: {lost}",
+        f"duplicated: {dup_results}",
+        f"max attempts of any job: {attempts}",
+    ])
+    print("\n" + summary, flush=True)
+    report = os.environ.get("AGENTQ_SOAK_REPORT")
+    if report:
+        Path(report).write_text(summary + "\n")
+    assert lost == 0, faulty.logs()
+    assert dup_results == 0
+    assert counts["failed"] == len(stream.poison)
+    assert counts["rejected"] == stream.bad
