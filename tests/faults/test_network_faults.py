@@ -75,7 +75,6 @@ def test_delay_blackhole_and_reset_towards_a_service_lose_no_job(
     assert proxy.connections > 0
 
 
-@pytest.mark.slow
 def test_kafka_bootstrap_delay_and_reset_lose_no_job(faulty, worker_db, services):
     # Given a bridge whose Kafka bootstrap address is the proxy (later connections go to the
     # advertised broker address directly),

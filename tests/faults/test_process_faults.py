@@ -3,6 +3,7 @@ or is asked to stop (SIGTERM). Every row ends with the invariant check."""
 
 from __future__ import annotations
 
+import os
 import signal
 import time
 
@@ -60,8 +61,6 @@ def test_worker_pool_process_killed_mid_inference_loses_no_job(faulty, worker_db
     # then the batch that was running is redelivered and every job succeeds, the jobs of the
     # killed batch with one more attempt each.
     fired = faulty.env["AGENTQ_FAILPOINT_ONCE_DIR"] + "/worker.mid_inference.fired"
-    import os
-
     assert os.path.exists(fired), faulty.logs()
     assert v.statuses == {"succeeded": len(jobs)}, faulty.logs()
     attempts = _attempts(worker_db, [j.job_id for j in jobs])
@@ -95,7 +94,6 @@ def test_sigterm_stops_bridge_and_worker_cleanly_and_a_restart_finishes_the_rest
     assert stop_s < 60
 
 
-@pytest.mark.slow
 def test_worker_main_process_killed_jobs_are_recovered(faulty, worker_db):
     # Given a worker killed with SIGKILL (main and pool processes) while jobs flow,
     s = faulty.settings
@@ -114,7 +112,6 @@ def test_worker_main_process_killed_jobs_are_recovered(faulty, worker_db):
     assert v.statuses == {"succeeded": len(jobs)}, faulty.logs()
 
 
-@pytest.mark.slow
 def test_bridge_stopped_longer_than_session_timeout_then_continued(faulty, worker_db):
     # Given two bridges in one group (the session timeout is 6 s in FAULT_ENV),
     s = faulty.settings
