@@ -235,8 +235,10 @@ def summarize(produced: Produced, statuses: dict[str, str], trace: list[dict[str
     for v in statuses.values():
         by_status[v] = by_status.get(v, 0) + 1
     first_up = next((r["wall"] - t0 for r in trace if r["desired_workers"] > 1), None)
-    last_down = next((r["wall"] - t0 for r in reversed(trace)
-                      if r["desired_workers"] > min(desired or [1])), None)
+    peak = desired.index(max(desired)) if desired else 0
+    back_down = next((r["wall"] - t0 for r in trace[peak:]
+                      if r["desired_workers"] == min(desired)), None)
+    drained = next((r["wall"] - t0 for r in trace[peak:] if r["lag"] == 0), None)
     return {
         "jobs_produced": len(produced.job_ids), "jobs_by_status": by_status,
         "max_lag": max((r["lag"] for r in trace), default=0),
@@ -247,7 +249,8 @@ def summarize(produced: Produced, statuses: dict[str, str], trace: list[dict[str
         "direction_changes_desired": direction_changes(desired),
         "direction_changes_actual": direction_changes(actual),
         "peak_throughput_jobs_s": max(thr, default=0),
-        "first_scale_up_s": first_up, "scale_down_at_s": last_down,
+        "first_scale_up_s": first_up, "lag_drained_at_s": drained,
+        "back_to_min_workers_at_s": back_down,
         "reasons": sorted({r["reason"] for r in trace}),
     }
 
