@@ -16,6 +16,7 @@ from typing import Any
 from agentq.config import Limits
 
 SCHEMA_VERSION = 1
+_NUMBER_TYPES = frozenset({int, float})
 
 
 class RejectReason(StrEnum):
@@ -191,7 +192,15 @@ def _check_input(spec: ModelInput, inp: dict[str, Any], limits: Limits):
     pixels = inp.get("pixels")
     if not isinstance(pixels, list) or len(pixels) != limits.max_pixels:
         return RejectReason.SCHEMA, f"input.pixels must be a list of {limits.max_pixels} numbers"
-    for p in pixels:
-        if isinstance(p, bool) or not isinstance(p, int | float) or not math.isfinite(p):
-            return RejectReason.SCHEMA, "input.pixels must hold finite numbers"
+    # Fast path (the bridge's hot loop): exact int/float types (no bool), and a finite sum means
+    # no inf or nan anywhere (either would propagate); otherwise check item by item.
+    bad = (RejectReason.SCHEMA, "input.pixels must hold finite numbers")
+    try:
+        if {type(p) for p in pixels} <= _NUMBER_TYPES and math.isfinite(sum(pixels)):
+            return None
+        for p in pixels:
+            if isinstance(p, bool) or not isinstance(p, int | float) or not math.isfinite(p):
+                return bad
+    except OverflowError:  # an integer too large for a float
+        return bad
     return None

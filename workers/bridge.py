@@ -2,6 +2,12 @@
 
 Order per record, always: ledger row (or DLQ ack + ledger row) → Celery publish → offset done.
 Offsets are committed only up to the lowest record not yet durable (see ``workers.offsets``).
+
+Batches are made durable on a few threads (``workers.dispatch``) so database and broker round
+trips overlap; their completions are applied to the offset tracker on the bridge's own thread,
+in whatever order they finish. minilm-l6 jobs are bucketed by token length
+(``workers.bucketing``); digits-mlp, which is pipeline-bound, gets batches
+``MODEL_BATCH_SCALE`` times ``max_batch``.
 """
 
 from __future__ import annotations
@@ -27,14 +33,18 @@ from storage.registry import registered_names
 from storage.schema import JobStatus
 from workers import metrics
 from workers.batcher import Batch, MicroBatcher
+from workers.bucketing import bucket_fns
+from workers.dispatch import Dispatcher
 from workers.dlq import DeadLetters
 from workers.failpoints import failpoint
 from workers.inflight import InflightGate
 from workers.offsets import OffsetTracker, Ticket
-from workers.routing import Router
+from workers.routing import Router, placements
 
 log = get_logger("agentq.bridge")
 REJECT_NS = uuid.UUID("6f1c2d4e-7a8b-4c9d-8e0f-123456789abc")
+MODEL_BATCH_SCALE = {"digits-mlp": 4}  # tiny model: per-batch overheads dominate, batch bigger
+DISPATCH_THREADS = 3
 
 
 def _ts(ms: float | None) -> datetime | None:
@@ -85,7 +95,8 @@ class _Listener(ConsumerRebalanceListener):
 class Bridge:
     def __init__(self, settings: Settings, db: Engine, celery_app: Any,
                  consumer: KafkaConsumer | None = None, dlq: DeadLetters | None = None,
-                 router: Router | None = None) -> None:
+                 router: Router | None = None, dispatch_threads: int = DISPATCH_THREADS,
+                 batcher: MicroBatcher | None = None) -> None:
         self.s = settings
         self.db = db
         self.celery = celery_app
@@ -93,7 +104,8 @@ class Bridge:
         self.router = router or Router(settings, celery_app)
         self.tracker = OffsetTracker()
         self.inflight = InflightGate(settings, db)
-        self.batcher = MicroBatcher(settings.bridge.max_batch, settings.bridge.max_wait_ms)
+        self.batcher = batcher or make_batcher(settings)
+        self.dispatcher = Dispatcher(dispatch_threads)
         self.rejects: list[Reject] = []
         self.known_models: set[str] = set()
         self._models_checked = 0.0
@@ -146,6 +158,7 @@ class Bridge:
                 self._accept(tp, r, now_ms)
         for batch in self.batcher.due(time.time() * 1000):
             self.dispatch(batch)
+        self.dispatcher.harvest()
         self.flush_rejects()
         self.commit()
 
@@ -165,8 +178,12 @@ class Bridge:
 
     # -- durability ------------------------------------------------------------------------
     def dispatch(self, batch: Batch) -> None:
+        """Expire late jobs, then make the batch durable (ledger → publish) on a dispatch
+        thread; its records are marked done when the completion is harvested."""
         now_ms = time.time() * 1000
         live: list[Item] = []
+        repeats: list[Item] = []  # same job_id twice in one batch: the first one runs
+        seen: set[str] = set()
         for it in batch.items:
             if it.job.deadline_ms is not None and it.job.deadline_ms < now_ms:
                 self.rejects.append(Reject(
@@ -174,7 +191,10 @@ class Bridge:
                                          it.job.job_id),
                     it.job.encode(), None, it.topic, it.partition, it.offset, it.produced_ms,
                     it.received_ms, it.job.model))
+            elif it.job.job_id in seen:
+                repeats.append(it)
             else:
+                seen.add(it.job.job_id)
                 live.append(it)
         if not live:
             return
@@ -191,23 +211,31 @@ class Bridge:
             "produced_at": _ts(it.produced_ms), "received_at": _ts(it.received_ms),
             "queued_at": queued_at,
         } for it in live]
-        to_run = self._retry_db(lambda: self._record(rows))
-        jobs = [{"job_id": it.job.job_id, "input": it.job.input,
-                 **({"deadline_ms": it.job.deadline_ms} if it.job.deadline_ms else {})}
-                for it in live if it.job.job_id in to_run]
-        self.stats["duplicates"] += len(live) - len(jobs)
-        if jobs:
-            payload = {"batch_id": batch_id, "model": batch.model, "jobs": jobs}
-            self._retry_io(lambda: self.router.publish(payload, queue), "celery_publish")
-            failpoint("bridge.after_publish")
-            self.stats["dispatched"] += len(jobs)
-            self.stats["batches"] += 1
-            self.inflight.dispatched(len(jobs))
-            metrics.batch_dispatched(batch.model, len(jobs))
-            log.debug("batch_dispatched", batch_id=batch_id, model=batch.model,
-                      batch_size=len(jobs), queue=queue)
-        for it in live:
-            self.tracker.done(it.ticket)
+
+        def durable() -> int:  # on a dispatch thread: no tracker, no stats here
+            to_run = self._retry_db(lambda: self._record(rows))
+            jobs = [{"job_id": it.job.job_id, "input": it.job.input,
+                     **({"deadline_ms": it.job.deadline_ms} if it.job.deadline_ms else {})}
+                    for it in live if it.job.job_id in to_run]
+            if jobs:
+                payload = {"batch_id": batch_id, "model": batch.model, "jobs": jobs}
+                self._retry_io(lambda: self.router.publish(payload, queue), "celery_publish")
+                failpoint("bridge.after_publish")
+            return len(jobs)
+
+        def completed(sent: int) -> None:  # on the bridge's thread
+            self.stats["duplicates"] += len(live) + len(repeats) - sent
+            if sent:
+                self.stats["dispatched"] += sent
+                self.stats["batches"] += 1
+                self.inflight.dispatched(sent)
+                metrics.batch_dispatched(batch.model, sent)
+                log.debug("batch_dispatched", batch_id=batch_id, model=batch.model,
+                          batch_size=sent, queue=queue)
+            for it in live + repeats:
+                self.tracker.done(it.ticket)
+
+        self.dispatcher.submit(durable, completed)
 
     def _record(self, rows: list[dict[str, Any]]) -> set[str]:
         with self.db.begin() as conn:
@@ -244,8 +272,10 @@ class Bridge:
             record_jobs(conn, rows)
 
     def flush_all(self) -> None:
+        """Everything buffered or in flight durable and marked done."""
         for batch in self.batcher.drain():
             self.dispatch(batch)
+        self.dispatcher.wait_all()
         self.flush_rejects()
 
     def commit(self, force: bool = False) -> None:
@@ -284,6 +314,7 @@ class Bridge:
         try:
             with self.db.connect() as conn:
                 self.known_models = registered_names(conn)
+                self.router.set_placements(placements(conn))
             self._models_checked = time.monotonic()
         except OperationalError as e:
             log.warning("registry_unavailable", error=str(e)[:200])
@@ -308,6 +339,15 @@ class Bridge:
             self.flush_all()
             self.commit(force=True)
         finally:
+            self.dispatcher.close()
+            self.router.close()
             self.dlq.close()
             self.consumer.close(autocommit=False)
             log.info("bridge_stopped", **self.stats)
+
+
+def make_batcher(settings: Settings) -> MicroBatcher:
+    """The bridge's micro-batcher: token buckets for text models, bigger digits batches."""
+    b = settings.bridge
+    return MicroBatcher(b.max_batch, b.max_wait_ms, bucket_fns=bucket_fns(),
+                        max_batch_for={m: b.max_batch * k for m, k in MODEL_BATCH_SCALE.items()})

@@ -98,3 +98,14 @@ def test_encode_roundtrip():
     job = JobMessage.new("digits-mlp", {"pixels": [1.0] * 64}, tenant="x", deadline_ms=5)
     again = parse_record(job.encode(), LIMITS)
     assert again == job
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf"), 10**400, None])
+def test_non_finite_or_huge_pixels_are_schema_errors(bad):
+    pixels = [1.5] * 63 + [bad]
+    assert reason(msg(model="digits-mlp", input={"pixels": pixels})) == RejectReason.SCHEMA
+
+
+def test_huge_but_finite_pixels_that_overflow_a_sum_are_accepted():
+    job = parse_record(msg(model="digits-mlp", input={"pixels": [1e308] * 64}), LIMITS)
+    assert isinstance(job, JobMessage)
