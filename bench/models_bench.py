@@ -163,6 +163,7 @@ def run(models_dir: Path, threads: int, quick: bool = False) -> dict[str, Any]:
         "versions": {n: m["version"] for n, m in manifests.items()},
         "inputs": "pre-tokenised, every row padded to the full length (attention mask all ones)",
         "statistic": "items_per_s and ratios from the best of the interleaved rounds",
+        "load_avg_1m_start": round(os.getloadavg()[0], 2),
     }, "minilm-l6": [], "digits-mlp": []}
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/"
                   "{task.total}"), TimeElapsedColumn()) as progress:
@@ -187,6 +188,7 @@ def run(models_dir: Path, threads: int, quick: bool = False) -> dict[str, Any]:
                                      target_s=0.3, min_rounds=20, max_rounds=2000)
             result["digits-mlp"] += [_row(e, batch, t) for e, t in timed.items()]
             progress.advance(task, len(DIGITS_ENGINES))
+    result["meta"]["load_avg_1m_end"] = round(os.getloadavg()[0], 2)
     result["ratios"] = {
         "minilm-l6": ratios(result["minilm-l6"], [
             ("ort-int8", "torch-fp32"), ("ort-int8", "ort-fp32"), ("ort-fused", "ort-fp32"),

@@ -15,8 +15,8 @@ usually it does not, since the QDQ pairs cost about what the int8 arithmetic sav
 
 from __future__ import annotations
 
+import functools
 import logging
-import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -26,6 +26,7 @@ import numpy as np
 
 from models.artifacts import content_version
 from models.errors import AccuracyGateFailed
+from models.timing import best_times_ms, pick_active
 
 PARAMS = {"epochs": 300, "seed": 0, "opset": 17, "train_threads": 1, "int8_max_drop": 0.01,
           "timing_batch": 64}
@@ -33,7 +34,8 @@ PARAMS = {"epochs": 300, "seed": 0, "opset": 17, "train_threads": 1, "int8_max_d
 
 def version() -> str:
     here = Path(__file__).parent
-    return content_version(here / "digits.py", here / "digits_build.py", params=PARAMS)
+    return content_version(here / "digits.py", here / "digits_build.py", here / "timing.py",
+                           params=PARAMS)
 
 
 def _session(path: Path, threads: int = 1) -> Any:
@@ -85,26 +87,6 @@ def make_fp16(src: Path, dst: Path) -> None:
 
     model = convert_float_to_float16(onnx.load(str(src)), keep_io_types=True)
     onnx.save(model, str(dst))
-
-
-def time_variant(path: Path, x: np.ndarray, threads: int = 1, repeats: int = 300) -> float:
-    """Median microseconds per call on batch ``x`` (after warm-up)."""
-    sess = _session(path, threads)
-    feeds = {"pixels": x}
-    for _ in range(20):
-        sess.run(None, feeds)
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        sess.run(None, feeds)
-        times.append(time.perf_counter() - t0)
-    return float(np.median(times) * 1e6)
-
-
-def pick_active(cost: dict[str, float], baseline: str = "fp32", margin: float = 0.10) -> str:
-    """The cheapest variant, but the exact ``baseline`` unless another beats it by ``margin``."""
-    best = min(cost, key=lambda v: cost[v])
-    return best if cost[best] < cost[baseline] * (1 - margin) else baseline
 
 
 def _train_single_thread(digits: Any, data: Any) -> Any:
@@ -165,14 +147,20 @@ def build(out: Path, step: Callable[[str], None]) -> dict[str, Any]:
             )
 
     threads = WorkerSettings().intra_op_threads
+    step(f"timing fp32 and int8 ({threads} thread(s))")
     batch = data.x_test[:PARAMS["timing_batch"]]
-    for variant in ("fp32", "int8"):
-        step(f"timing {variant}")
-        metrics[variant]["us_per_batch"] = round(time_variant(files[variant], batch, threads), 1)
-        metrics[variant]["us_batch1"] = round(time_variant(files[variant], batch[:1], threads), 1)
-        metrics[variant]["timing"] = f"batch {len(batch)} and 1, {threads} thread(s)"
+    sessions = {v: _session(files[v], threads) for v in ("fp32", "int8")}
+    for size, key in ((len(batch), "us_per_batch"), (1, "us_batch1")):
+        feeds = {"pixels": batch[:size]}
+        best = best_times_ms({v: functools.partial(s.run, None, feeds)
+                              for v, s in sessions.items()}, rounds=300, warmup=20)
+        for v, ms in best.items():
+            metrics[v][key] = round(ms * 1000, 1)
+    for v in sessions:
+        metrics[v]["timing"] = (f"best of 300 interleaved rounds, batch {len(batch)} and 1, "
+                                f"{threads} thread(s)")
     active = pick_active({v: metrics[v]["us_per_batch"] + metrics[v]["us_batch1"]
-                          for v in ("fp32", "int8")})
+                          for v in sessions})
     for m in metrics.values():
         m["test_size"] = len(data.y_test)
     return {"variants": [

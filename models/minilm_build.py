@@ -16,10 +16,10 @@ beats the exact fp32 graph by 10%.
 
 from __future__ import annotations
 
+import functools
 import importlib.metadata
 import logging
 import shutil
-import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -29,6 +29,7 @@ import numpy as np
 
 from models.artifacts import content_version, sha256_file
 from models.errors import AccuracyGateFailed
+from models.timing import best_times_ms, pick_active
 
 NAME = "minilm-l6"
 PARAMS: dict[str, Any] = {
@@ -55,7 +56,7 @@ def version() -> str:
     params = dict(PARAMS, weights_sha256=sha256_file(weights),
                   torch=_dist_version("torch"), onnxruntime=_dist_version("onnxruntime"))
     return content_version(here / "minilm.py", here / "minilm_build.py", here / "minilm_eval.py",
-                           here / "tokenizer.py", params=params)
+                           here / "tokenizer.py", here / "timing.py", params=params)
 
 
 def session(path: Path, threads: int = 1, providers: list[str] | None = None) -> Any:
@@ -133,26 +134,11 @@ def make_fp16(src: Path, dst: Path) -> None:
     opt.save_model_to_file(str(dst))
 
 
-def time_variant(path: Path, threads: int, batch: int, length: int, repeats: int = 5) -> float:
-    """Median milliseconds per batch of ``batch`` × ``length`` tokens (after one warm-up)."""
-    sess = session(path, threads)
+def timing_feeds(batch: int, length: int) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(0)
     ids = rng.integers(1000, 29000, size=(batch, length), dtype=np.int64)
     ids[:, 0], ids[:, -1] = 101, 102
-    feeds = {"input_ids": ids, "attention_mask": np.ones_like(ids)}
-    sess.run(None, feeds)
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        sess.run(None, feeds)
-        times.append(time.perf_counter() - t0)
-    return float(np.median(times) * 1000)
-
-
-def pick_active(cost: dict[str, float], baseline: str = "fp32", margin: float = 0.10) -> str:
-    """The cheapest variant, but the exact ``baseline`` unless another beats it by ``margin``."""
-    best = min(cost, key=lambda v: cost[v])
-    return best if cost[best] < cost[baseline] * (1 - margin) else baseline
+    return {"input_ids": ids, "attention_mask": np.ones_like(ids)}
 
 
 def _check(name: str, result: Any) -> None:
@@ -204,10 +190,11 @@ def build(out: Path, step: Callable[[str], None]) -> dict[str, Any]:
 
     threads = WorkerSettings().intra_op_threads
     b, length = PARAMS["timing_batch"], PARAMS["timing_length"]
-    timings = {}
-    for variant in results:
-        step(f"timing {variant} (batch {b}, length {length}, {threads} thread(s))")
-        timings[variant] = time_variant(files[variant], threads, b, length)
+    step(f"timing {', '.join(results)} (batch {b}, length {length}, {threads} thread(s))")
+    feeds = timing_feeds(b, length)
+    sessions = {v: session(files[v], threads) for v in results}
+    timings = best_times_ms({v: functools.partial(s.run, None, feeds)
+                             for v, s in sessions.items()})
     fastest = pick_active(timings)
 
     fp16_metrics = _fp16_cpu_check(files["fp16"], ref, evals, tokenizer)
@@ -215,7 +202,8 @@ def build(out: Path, step: Callable[[str], None]) -> dict[str, Any]:
     for variant, result in results.items():
         metrics = dict(result.metrics(), eval_texts=len(evals.texts),
                        ms_per_batch=round(timings[variant], 2),
-                       timing=f"batch {b} x {length} tokens, {threads} thread(s)")
+                       timing=f"best of 7 interleaved rounds, batch {b} x {length} tokens, "
+                       f"{threads} thread(s)")
         if variant == "int8":
             metrics.update(int8_extra)
         variants.append({"variant": variant, "device": "cpu", "file": files[variant].name,

@@ -14,6 +14,7 @@ pytest.importorskip("torch")
 from models import digits, digits_build  # noqa: E402
 from models.build import build_models  # noqa: E402
 from models.errors import AccuracyGateFailed  # noqa: E402
+from models.timing import best_times_ms, pick_active  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -82,13 +83,13 @@ def test_active_cpu_variant_follows_the_measured_timings(built: dict[str, Any]) 
     cost = {v: _variant(built, v)["metrics"]["us_per_batch"]
             + _variant(built, v)["metrics"]["us_batch1"] for v in ("fp32", "int8")}
     active = next(v["variant"] for v in built["variants"] if v["device"] == "cpu" and v["active"])
-    assert active == digits_build.pick_active(cost)
+    assert active == pick_active(cost)
 
 
 def test_pick_active_keeps_fp32_unless_beaten_by_the_margin() -> None:
-    assert digits_build.pick_active({"fp32": 100.0, "int8": 95.0}) == "fp32"
-    assert digits_build.pick_active({"fp32": 100.0, "int8": 80.0}) == "int8"
-    assert digits_build.pick_active({"fp32": 100.0, "int8": 120.0}) == "fp32"
+    assert pick_active({"fp32": 100.0, "int8": 95.0}) == "fp32"
+    assert pick_active({"fp32": 100.0, "int8": 80.0}) == "int8"
+    assert pick_active({"fp32": 100.0, "int8": 120.0}) == "fp32"
 
 
 def test_second_build_is_a_cached_no_op(built: dict[str, Any]) -> None:
@@ -126,3 +127,11 @@ def test_build_fails_the_gate_when_int8_is_broken(
     monkeypatch.setattr(digits_build, "quantize_int8", broken_quantize)
     with pytest.raises(AccuracyGateFailed, match="int8 accuracy"):
         build_models(["digits-mlp"], tmp_path, None)
+
+
+def test_best_times_alternates_candidates_and_keeps_the_minimum() -> None:
+    calls: list[str] = []
+    best = best_times_ms({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")},
+                         rounds=3, warmup=1)
+    assert calls == ["a", "b"] * 4
+    assert set(best) == {"a", "b"} and all(0 <= v < 50 for v in best.values())
