@@ -5,8 +5,11 @@ The count is an upper bound kept without a round trip per batch: the ledger's co
 running jobs on the partitions this bridge owns (refreshed every ``refresh_s``, in the bridge's own
 thread, so it includes every earlier dispatch) plus what was dispatched since, plus what the
 bridge holds in memory. Jobs only leave the in-flight set after that count, so the estimate never
-undercounts. The bridge pauses while ``estimate + poll_max_records`` (what one poll may add) is over
-the cap, which keeps the true number under it at all times.
+undercounts. With concurrent dispatch a batch being written on a dispatch thread is still pending
+in the offset tracker (``buffered``) until its completion is harvested, and only then counted as
+dispatched: it may be counted twice for a moment (safe), never zero times. The bridge pauses while
+``estimate + poll_max_records`` (what one poll may add) is over the cap, which keeps the true
+number under it at all times.
 """
 
 from __future__ import annotations
