@@ -1,0 +1,445 @@
+"""End-to-end benchmark (`agentq bench e2e`): ceiling vs naive baseline vs agentq, one run.
+
+For each model (minilm-l6 only when registered):
+- **ceiling**: raw ONNX Runtime (the registry's active cpu variant) on pre-tokenised batches in
+  arrival order, padded to each batch's longest, with as many threads as the agentq worker pool;
+- **naive**: one Celery task per job, PyTorch fp32, one INSERT per result (``bench.naive_tasks``),
+  drained from a pre-loaded queue;
+- **agentq**: Kafka → bridge → Celery → engine → Postgres, drained from a pre-loaded topic; then
+  latency (produced → finished) at offered loads of 25/50/75% of the measured drain rate.
+
+Writes ``bench/results/e2e.json``, ``e2e.png`` and ``e2e.md``. Throughput of naive and agentq is
+measured from database timestamps (first to last result), so process start-up is not counted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import platform
+import random
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from sqlalchemy import Engine, text
+
+from agentq.config import Settings
+from agentq.procs import Stack
+from producers.cli import produce
+from producers.contract import JobMessage
+from producers.synthetic import sentence, synthetic_jobs
+from producers.topics import ensure_topics
+from storage.db import make_engine
+from storage.registry import active_variant, registered_names
+
+RESULTS = Path(__file__).resolve().parent / "results"
+BATCH = {"digits-mlp": 256, "minilm-l6": 64}  # what the bridge forms (workers.bridge)
+console = Console(stderr=True)
+
+
+# -- workloads ---------------------------------------------------------------------------------
+def mixed_texts(n: int, seed: int = 7, lo: int = 5, hi: int = 120) -> list[str]:
+    """Texts whose token counts spread over lo..hi, skewed short (log-uniform word targets)."""
+    rng = random.Random(seed)
+    words: list[str] = []
+    out = []
+    for _ in range(n):
+        target = int(math.exp(rng.uniform(math.log(lo), math.log(hi))))
+        k = max(2, int(target * 0.8) - 2)  # ~1.2 tokens per word for these sentences
+        while len(words) < k:
+            words += sentence(rng).split()
+        out.append(" ".join(words[:k]))
+        words = words[k:]
+    return out
+
+
+def make_jobs(model: str, n: int, seed: int) -> list[JobMessage]:
+    if model == "digits-mlp":
+        return list(synthetic_jobs(model, n, seed=seed))
+    rng = random.Random(seed)
+    return [JobMessage.new(model, {"text": t}, tenant=f"tenant-{rng.randrange(8)}")
+            for t in mixed_texts(n, seed)]
+
+
+# -- ceiling -----------------------------------------------------------------------------------
+def ceiling(settings: Settings, db: Engine, model: str, jobs: list[JobMessage],
+            threads: int) -> dict[str, Any]:
+    import onnxruntime as ort
+
+    with db.connect() as conn:
+        row = active_variant(conn, model, "cpu")
+    path = Path(row["path"])
+    path = path if path.is_absolute() else settings.worker.models_dir / path
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    names = [i.name for i in sess.get_inputs()]
+    b = BATCH[model]
+    batches: list[dict[str, np.ndarray]] = []
+    real = padded = 0
+    if model == "digits-mlp":
+        x = np.asarray([j.input["pixels"] for j in jobs], dtype=np.float32)
+        batches = [{names[0]: x[i:i + b]} for i in range(0, len(x), b)]
+    else:
+        from models.tokenizer import TextTokenizer, package_model_dir
+
+        tok = TextTokenizer.from_dir(package_model_dir())
+        for i in range(0, len(jobs), b):
+            enc = tok.encode([j.input["text"] for j in jobs[i:i + b]])
+            feeds = {"input_ids": enc.input_ids, "attention_mask": enc.attention_mask,
+                     "token_type_ids": np.zeros_like(enc.input_ids)}
+            batches.append({k: v for k, v in feeds.items() if k in names})
+            real += int(enc.token_counts.sum())
+            padded += enc.input_ids.size
+    sess.run(None, batches[0])  # warm-up
+    times = []
+    t0 = time.perf_counter()
+    for feeds in batches:
+        t = time.perf_counter()
+        sess.run(None, feeds)
+        times.append(time.perf_counter() - t)
+    elapsed = time.perf_counter() - t0
+    out = {"jobs": len(jobs), "elapsed_s": round(elapsed, 3),
+           "jobs_per_s": round(len(jobs) / elapsed, 1), "batch": b, "threads": threads,
+           "variant": row["variant"], "batch_ms_p50": round(1000 * float(np.median(times)), 3),
+           "batch_ms_p95": round(1000 * float(np.percentile(times, 95)), 3)}
+    if real:
+        out["padding_ratio"] = round(padded / real, 3)
+    return out
+
+
+# -- naive baseline ----------------------------------------------------------------------------
+def naive(settings: Settings, owner: Engine, model: str, jobs: list[JobMessage], workers: int,
+          log_dir: Path, timeout_s: float) -> dict[str, Any]:
+    from bench.naive_tasks import app as naive_app
+
+    tag = uuid.uuid4().hex[:8]
+    table, queue = f"bench_naive_{tag}", f"bench.naive.{tag}"
+    with owner.begin() as conn:
+        conn.execute(text(f"CREATE TABLE {table} (job_id uuid PRIMARY KEY, model text, "
+                          "label smallint, probs real[], embedding real[], "
+                          "created_at timestamptz NOT NULL DEFAULT clock_timestamp())"))
+    stack = Stack(env={"AGENTQ_NAIVE_TABLE": table, "AGENTQ_NAIVE_MODEL": model}, log_dir=log_dir)
+    try:
+        naive_app.conf.broker_url = settings.redis_url
+        with naive_app.producer_or_acquire() as producer:  # pre-load the queue
+            for j in _progress(jobs, f"naive {model}: queue tasks"):
+                naive_app.send_task("naive.infer", args=[j.job_id, model, j.input], queue=queue,
+                                    producer=producer)
+        stack.start("naive", [sys.executable, "-m", "celery", "-A", "bench.naive_tasks", "worker",
+                              "-Q", queue, "-c", str(workers), "-P", "prefork",
+                              "--without-gossip", "--without-mingle", "--without-heartbeat",
+                              "-n", f"naive-{tag}@%h", "-l", "WARNING"], {"C_FORCE_ROOT": "1"})
+        count_sql = text(f"SELECT count(*) FROM {table}")
+        _wait(lambda: _scalar(owner, count_sql), len(jobs), f"naive {model}: drain", timeout_s,
+              stack)
+        with owner.connect() as conn:
+            n, first, last = conn.execute(text(
+                f"SELECT count(*), min(created_at), max(created_at) FROM {table}")).one()
+    finally:
+        stack.stop_all()
+        import redis
+
+        redis.Redis.from_url(settings.redis_url).delete(queue)
+        with owner.begin() as conn:
+            conn.execute(text(f"DROP TABLE IF EXISTS {table}"))
+    span = max((last - first).total_seconds(), 1e-6)
+    return {"jobs": n, "elapsed_s": round(span, 3), "jobs_per_s": round((n - 1) / span, 1),
+            "workers": workers}
+
+
+# -- agentq ------------------------------------------------------------------------------------
+def isolated(settings: Settings, tag: str) -> tuple[Settings, dict[str, str]]:
+    kafka = replace(settings.kafka, jobs_topic=f"agentq.e2e.{tag}",
+                    dlq_topic=f"agentq.e2e.{tag}.dlq", group_id=f"agentq-e2e-{tag}")
+    s = replace(settings, kafka=kafka, queue_prefix=f"e2e{tag}.")
+    env = {"AGENTQ_KAFKA_JOBS_TOPIC": kafka.jobs_topic, "AGENTQ_KAFKA_DLQ_TOPIC": kafka.dlq_topic,
+           "AGENTQ_KAFKA_GROUP_ID": kafka.group_id, "AGENTQ_QUEUE_PREFIX": s.queue_prefix,
+           "AGENTQ_LOG_LEVEL": "WARNING"}
+    return s, env
+
+
+def _send(s: Settings, jobs: list[JobMessage], rate: float = 0.0) -> dict[str, Any]:
+    return produce(s, iter(jobs), len(jobs), rate=rate)
+
+
+def _terminal(db: Engine, ids: list[str]) -> int:
+    return _scalar(db, text("SELECT count(*) FROM jobs WHERE job_id = ANY(CAST(:ids AS uuid[])) "
+                            "AND status IN ('succeeded','failed','rejected','expired')"),
+                   {"ids": ids})
+
+
+DRAIN_SQL = text("""
+SELECT count(*) AS jobs, count(*) FILTER (WHERE status = 'succeeded') AS succeeded,
+       count(DISTINCT batch_id) AS batches,
+       extract(epoch FROM max(finished_at) - min(received_at)) AS span_s
+FROM jobs WHERE job_id = ANY(CAST(:ids AS uuid[]))
+""")
+
+LATENCY_SQL = text("""
+SELECT percentile_cont(ARRAY[0.5, 0.95, 0.99]) WITHIN GROUP (
+         ORDER BY 1000 * extract(epoch FROM finished_at - produced_at)) AS pct,
+       avg(1000 * extract(epoch FROM queued_at - produced_at)) AS to_queue_ms,
+       avg(1000 * extract(epoch FROM started_at - queued_at)) AS in_queue_ms,
+       avg(1000 * extract(epoch FROM finished_at - started_at)) AS run_ms,
+       count(DISTINCT batch_id) AS batches, count(*) AS jobs
+FROM jobs WHERE job_id = ANY(CAST(:ids AS uuid[])) AND status = 'succeeded'
+""")
+
+PADDING_SQL = text("""
+SELECT sum(real_tokens) AS real, sum(longest * n) AS padded FROM (
+  SELECT j.batch_id, count(*) AS n, sum((r.extra ->> 'tokens')::int) AS real_tokens,
+         max((r.extra ->> 'tokens')::int) AS longest
+  FROM jobs j JOIN results r USING (job_id)
+  WHERE j.job_id = ANY(CAST(:ids AS uuid[])) AND r.extra ? 'tokens' GROUP BY j.batch_id) b
+""")
+
+
+def agentq(settings: Settings, db: Engine, model: str, jobs: list[JobMessage], workers: int,
+           loads: list[float], load_s: float, log_dir: Path, timeout_s: float,
+           seed: int) -> dict[str, Any]:
+    s, env = isolated(settings, uuid.uuid4().hex[:8])
+    ensure_topics(s.kafka)
+    stack = Stack(env=env, log_dir=log_dir)
+    out: dict[str, Any] = {}
+    try:
+        stack.worker(concurrency=workers)
+        bridge = stack.bridge()
+        warm = make_jobs(model, 200, seed + 1)  # warm: worker sessions, bridge, consumer group
+        _send(s, warm)
+        _wait(lambda: _terminal(db, [j.job_id for j in warm]), len(warm),
+              f"agentq {model}: warm-up", timeout_s, stack)
+        bridge.stop()  # pre-load the backlog while no bridge reads it
+        console.print(f"agentq {model}: pre-loading {len(jobs)} jobs")
+        out["produce"] = _send(s, jobs)
+        stack.bridge()
+        ids = [j.job_id for j in jobs]
+        _wait(lambda: _terminal(db, ids), len(ids), f"agentq {model}: drain", timeout_s, stack)
+        with db.connect() as conn:
+            d = conn.execute(DRAIN_SQL, {"ids": ids}).one()
+            pad = conn.execute(PADDING_SQL, {"ids": ids}).one()
+        span = float(d.span_s)
+        out["drain"] = {"jobs": d.jobs, "succeeded": d.succeeded, "elapsed_s": round(span, 3),
+                        "jobs_per_s": round(d.jobs / span, 1), "batches": d.batches,
+                        "avg_batch": round(d.jobs / max(1, d.batches), 1)}
+        if pad.real:
+            out["drain"]["padding_ratio"] = round(float(pad.padded) / float(pad.real), 3)
+        capacity = out["drain"]["jobs_per_s"]
+        out["latency"] = []
+        for k, frac in enumerate(loads):
+            rate = frac * capacity
+            batch = make_jobs(model, max(50, int(rate * load_s)), seed + 10 + k)
+            console.print(f"agentq {model}: offered load {frac:.0%} = {rate:.0f} jobs/s "
+                          f"for {load_s:.0f} s")
+            sent = _send(s, batch, rate=rate)
+            bids = [j.job_id for j in batch]
+            _wait(lambda b=bids: _terminal(db, b), len(bids), f"agentq {model}: {frac:.0%}",
+                  timeout_s, stack)
+            with db.connect() as conn:
+                lat = conn.execute(LATENCY_SQL, {"ids": bids}).one()
+            p50, p95, p99 = (round(float(v), 1) for v in lat.pct)
+            out["latency"].append({
+                "load": frac, "target_jobs_per_s": round(rate, 1),
+                "offered_jobs_per_s": sent["jobs_per_s"], "jobs": lat.jobs,
+                "p50_ms": p50, "p95_ms": p95, "p99_ms": p99,
+                "to_queue_ms": round(float(lat.to_queue_ms), 1),
+                "in_queue_ms": round(float(lat.in_queue_ms), 1),
+                "run_ms": round(float(lat.run_ms), 1),
+                "avg_batch": round(lat.jobs / max(1, lat.batches), 1)})
+    finally:
+        stack.stop_all()
+        import redis
+
+        redis.Redis.from_url(s.redis_url).delete(s.queue_prefix + "cpu", s.queue_prefix + "gpu")
+    return out
+
+
+# -- helpers -----------------------------------------------------------------------------------
+def _scalar(db: Engine, sql: Any, params: dict[str, Any] | None = None) -> int:
+    with db.connect() as conn:
+        return int(conn.execute(sql, params or {}).scalar_one())
+
+
+def _progress(items: list[Any], label: str):
+    with Progress(TextColumn(f"[bold]{label}"), BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), console=console) as progress:
+        task = progress.add_task(label, total=len(items))
+        for i, item in enumerate(items):
+            yield item
+            if i % 500 == 0:
+                progress.update(task, completed=i)
+        progress.update(task, completed=len(items))
+
+
+def _wait(count: Any, total: int, label: str, timeout_s: float, stack: Stack) -> None:
+    end = time.monotonic() + timeout_s
+    with Progress(TextColumn(f"[bold]{label}"), BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), console=console) as progress:
+        task = progress.add_task(label, total=total)
+        while True:
+            done = count()
+            progress.update(task, completed=done)
+            if done >= total:
+                return
+            if time.monotonic() > end:
+                console.print(stack.logs(), markup=False)
+                raise TimeoutError(f"{label}: {done}/{total} after {timeout_s:.0f}s")
+            time.sleep(0.5)
+
+
+# -- report ------------------------------------------------------------------------------------
+def ratios(m: dict[str, Any]) -> dict[str, float | None]:
+    a = m.get("agentq", {}).get("drain", {}).get("jobs_per_s")
+    n = m.get("naive", {}).get("jobs_per_s")
+    c = m.get("ceiling", {}).get("jobs_per_s")
+    return {"agentq_vs_naive": round(a / n, 2) if a and n else None,
+            "agentq_vs_ceiling": round(a / c, 3) if a and c else None}
+
+
+def write_markdown(res: dict[str, Any], path: Path) -> None:
+    lines = ["# End-to-end benchmark", "",
+             f"{res['meta']['when']} · {res['meta']['machine']} · {res['meta']['cpus']} CPUs · "
+             f"{res['meta']['workers']} worker processes · bridge max_wait_ms "
+             f"{res['meta']['max_wait_ms']}", "",
+             "| model | jobs (agentq / naive) | ceiling jobs/s | naive jobs/s | agentq jobs/s | "
+             "agentq ÷ naive | agentq ÷ ceiling | avg batch | padding (ceiling → agentq) |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for model, m in res["models"].items():
+        r, c, n = m["ratios"], m.get("ceiling", {}), m.get("naive", {})
+        d = m.get("agentq", {}).get("drain", {})
+        pad = (f"{c['padding_ratio']} → {d.get('padding_ratio', '–')}"
+               if "padding_ratio" in c else "–")
+        lines.append(f"| {model} | {d.get('jobs', '–')} / {n.get('jobs', '–')} | "
+                     f"{c.get('jobs_per_s', '–')} | {n.get('jobs_per_s', '–')} | "
+                     f"{d.get('jobs_per_s', '–')} | {r['agentq_vs_naive'] or '–'} | "
+                     f"{r['agentq_vs_ceiling'] or '–'} | {d.get('avg_batch', '–')} | {pad} |")
+    lines += ["", "Latency, produced → finished, at offered loads (fraction of the measured "
+              "agentq drain rate):", "",
+              "| model | load | offered jobs/s | p50 ms | p95 ms | p99 ms | to queue ms | "
+              "in queue ms | run ms | avg batch |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for model, m in res["models"].items():
+        for lat in m.get("agentq", {}).get("latency", []):
+            lines.append(f"| {model} | {lat['load']:.0%} | {lat['offered_jobs_per_s']} | "
+                         f"{lat['p50_ms']} | {lat['p95_ms']} | {lat['p99_ms']} | "
+                         f"{lat['to_queue_ms']} | {lat['in_queue_ms']} | {lat['run_ms']} | "
+                         f"{lat['avg_batch']} |")
+    lines += ["", "Ceiling: raw ONNX Runtime, pre-tokenised batches in arrival order padded to "
+              "each batch's longest, threads = worker processes. Naive: one Celery task per job, "
+              "PyTorch fp32, one INSERT per result. agentq: Kafka → bridge → Celery → engine → "
+              "Postgres. Throughput from database timestamps (first received → last finished).",
+              ""]
+    path.write_text("\n".join(lines))
+
+
+def plot(res: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    models = list(res["models"])
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    kinds = ["ceiling", "naive", "agentq"]
+    for k, kind in enumerate(kinds):
+        vals = []
+        for m in models:
+            d = res["models"][m].get(kind, {})
+            vals.append((d.get("drain", d)).get("jobs_per_s") or 0)
+        axes[0].bar(np.arange(len(models)) + (k - 1) * 0.27, vals, 0.27, label=kind)
+    axes[0].set_xticks(range(len(models)), models)
+    axes[0].set_yscale("log")
+    axes[0].set_ylabel("jobs/s (drain, log scale)")
+    axes[0].legend()
+    axes[0].set_title("throughput")
+    for m in models:
+        lat = res["models"][m].get("agentq", {}).get("latency", [])
+        if lat:
+            x = [v["load"] * 100 for v in lat]
+            for q, style in (("p50_ms", "-o"), ("p99_ms", "--o")):
+                axes[1].plot(x, [v[q] for v in lat], style, label=f"{m} {q[:3]}")
+    axes[1].set_xlabel("offered load, % of measured capacity")
+    axes[1].set_ylabel("latency ms (produced → finished)")
+    axes[1].set_yscale("log")
+    axes[1].legend()
+    axes[1].set_title("agentq latency")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="agentq bench e2e")
+    p.add_argument("--digits", type=int, default=100_000, help="digits-mlp backlog for agentq")
+    p.add_argument("--minilm", type=int, default=10_000, help="minilm-l6 backlog for agentq")
+    p.add_argument("--naive-digits", type=int, default=20_000)
+    p.add_argument("--naive-minilm", type=int, default=2_000)
+    p.add_argument("--workers", type=int, default=2, help="worker processes (agentq and naive)")
+    p.add_argument("--loads", default="0.25,0.5,0.75")
+    p.add_argument("--load-s", type=float, default=15.0, help="seconds per offered load")
+    p.add_argument("--models", default="digits-mlp,minilm-l6")
+    p.add_argument("--skip", default="", help="comma list of phases: ceiling,naive,agentq")
+    p.add_argument("--out", type=Path, default=RESULTS)
+    p.add_argument("--timeout-s", type=float, default=900)
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args(argv)
+    settings = Settings.from_env()
+    skip = set(filter(None, args.skip.split(",")))
+    loads = [float(x) for x in args.loads.split(",") if x]
+    db = make_engine(settings.worker_database_url, pool_size=2, app_name="agentq-bench-e2e")
+    owner = make_engine(settings.database_url, pool_size=1, app_name="agentq-bench-e2e")
+    with db.connect() as conn:
+        available = registered_names(conn)
+    log_dir = Path(tempfile.mkdtemp(prefix="agentq-e2e-"))
+    console.print(f"logs in {log_dir}")
+    res: dict[str, Any] = {"meta": {
+        "when": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
+        "machine": platform.platform(), "cpus": __import__("os").cpu_count(),
+        "workers": args.workers, "max_wait_ms": settings.bridge.max_wait_ms,
+        "max_batch": BATCH, "argv": argv or []}, "models": {}}
+    sizes = {"digits-mlp": (args.digits, args.naive_digits),
+             "minilm-l6": (args.minilm, args.naive_minilm)}
+    try:
+        for model in args.models.split(","):
+            if model not in available:
+                console.print(f"[yellow]{model} is not registered; skipped")
+                res["models"][model] = {"skipped": "not registered", "ratios": {}}
+                continue
+            n_agentq, n_naive = sizes[model]
+            jobs = make_jobs(model, n_agentq, args.seed)
+            m: dict[str, Any] = {}
+            if "ceiling" not in skip:
+                console.print(f"{model}: ceiling")
+                m["ceiling"] = ceiling(settings, db, model, jobs, args.workers)
+            if "naive" not in skip and n_naive:
+                m["naive"] = naive(settings, owner, model, jobs[:n_naive], args.workers,
+                                   log_dir, args.timeout_s)
+            if "agentq" not in skip:
+                m["agentq"] = agentq(settings, db, model, jobs, args.workers, loads, args.load_s,
+                                     log_dir, args.timeout_s, args.seed)
+            m["ratios"] = ratios(m)
+            res["models"][model] = m
+            console.print_json(json.dumps(m))
+    finally:
+        db.dispose()
+        owner.dispose()
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "e2e.json").write_text(json.dumps(res, indent=2, default=str))
+    write_markdown({**res, "models": {k: v for k, v in res["models"].items()
+                                      if "skipped" not in v}}, args.out / "e2e.md")
+    plot({**res, "models": {k: v for k, v in res["models"].items() if "skipped" not in v}},
+         args.out / "e2e.png")
+    console.print((args.out / "e2e.md").read_text(), markup=False)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
