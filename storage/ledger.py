@@ -6,6 +6,7 @@ status change and its results commit together or not at all.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
@@ -13,7 +14,7 @@ from typing import Any
 from sqlalchemy import Connection, text
 from sqlalchemy.dialects.postgresql import insert
 
-from storage.schema import JobStatus, jobs, results
+from storage.schema import JobStatus, jobs
 
 LIVE = (JobStatus.QUEUED.value, JobStatus.RUNNING.value)
 
@@ -55,9 +56,7 @@ def finish_jobs(
     """Write results and mark their jobs succeeded, idempotently by job_id. Returns jobs updated."""
     if not result_rows:
         return 0
-    conn.execute(
-        insert(results).values(list(result_rows)).on_conflict_do_nothing(index_elements=["job_id"])
-    )
+    insert_results(conn, result_rows)
     res = conn.execute(
         text(
             "UPDATE jobs SET status = 'succeeded', finished_at = :t, updated_at = now(), "
@@ -67,6 +66,38 @@ def finish_jobs(
         {"t": finished_at, "ids": [r["job_id"] for r in result_rows]},
     )
     return res.rowcount
+
+
+INSERT_RESULTS = text(
+    "INSERT INTO results (job_id, model, label, probs, embedding, extra) "
+    "SELECT r.j, r.m, r.l, CAST(r.p AS real[]), CAST(r.e AS real[]), CAST(r.x AS jsonb) "
+    "FROM unnest(CAST(:ids AS uuid[]), CAST(:models AS text[]), CAST(:labels AS smallint[]), "
+    "CAST(:probs AS text[]), CAST(:embs AS text[]), CAST(:extras AS text[])) "
+    "AS r(j, m, l, p, e, x) ON CONFLICT (job_id) DO NOTHING"
+)
+
+
+def _array_literal(values: Any) -> str | None:
+    """A Postgres array literal for a flat sequence of floats (parsed server-side)."""
+    if values is None:
+        return None
+    return "{" + ",".join(map("{:.9g}".format, values)) + "}"
+
+
+def insert_results(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
+    """One statement for a batch's results: arrays bound per column, expanded by ``unnest``.
+
+    Constant SQL text (prepared once), so no per-row statement building; vectors travel as array
+    literals because ``unnest`` of a 2-D array would flatten it.
+    """
+    conn.execute(INSERT_RESULTS, {
+        "ids": [r["job_id"] for r in rows],
+        "models": [r["model"] for r in rows],
+        "labels": [r.get("label") for r in rows],
+        "probs": [_array_literal(r.get("probs")) for r in rows],
+        "embs": [_array_literal(r.get("embedding")) for r in rows],
+        "extras": [None if r.get("extra") is None else json.dumps(r["extra"]) for r in rows],
+    })
 
 
 def end_jobs(
