@@ -51,9 +51,10 @@ class DigitsHandler:
 
 class MiniLMHandler:
     def __init__(self, tokenizer_dir: Path | None = None, max_length: int = 128) -> None:
-        from models.tokenizer import TextTokenizer
+        from models.tokenizer import TextTokenizer, package_model_dir
 
-        self.tokenizer = TextTokenizer.load(tokenizer_dir, max_length=max_length)
+        directory = tokenizer_dir or package_model_dir()
+        self.tokenizer = TextTokenizer.from_dir(directory, max_length=max_length)
 
     def prepare(self, inputs: list[dict[str, Any]]) -> Prepared:
         texts, ok, errors = [], [], {}
@@ -64,10 +65,10 @@ class MiniLMHandler:
                 continue
             texts.append(text)
             ok.append(i)
-        enc = self.tokenizer.encode_batch(texts)
+        enc = self.tokenizer.encode(texts)
         feeds = {"input_ids": enc.input_ids, "attention_mask": enc.attention_mask}
         extras = [{"tokens": int(n), "truncated": bool(t)}
-                  for n, t in zip(enc.lengths, enc.truncated, strict=True)]
+                  for n, t in zip(enc.token_counts, enc.truncated, strict=True)]
         return Prepared(feeds, ok, errors, extras)
 
     def results(self, outputs: list[np.ndarray], prepared: Prepared) -> list[dict[str, Any]]:
