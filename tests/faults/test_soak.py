@@ -5,11 +5,10 @@ summary is also written to (bench/results/soak.txt holds one run)."""
 
 from __future__ import annotations
 
-import gc
 import os
 import random
 import signal
-import threading
+import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -17,70 +16,14 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
-from producers.producer import JobProducer
-from tests.faults.harness import TERMINAL, digits_jobs, marker, restore_services, services_sh
+from tests.faults.harness import TERMINAL, marker, restore_services, services_sh
+from tests.faults.stream import Produced
 from tests.support import wait_for
 
-pytestmark = [
-    pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(1800),
-    # kafka-python leaves sockets of failed reconnects (broker killed) to the garbage collector;
-    # they are collected inside the test (gc.collect below) so the leak is not reported at exit.
-    pytest.mark.filterwarnings("ignore::ResourceWarning"),
-    pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning"),
-]
-
-BAD = [b"{not json", b"\xff\xfe", b'{"v":1,"model":"digits-mlp","input":{}}']
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(1800)]
 
 
-class Stream(threading.Thread):
-    """~``rate`` jobs/s in chunks; a chunk whose send fails is sent again (same job_ids)."""
-
-    def __init__(self, settings, rate: int, poison_tag: str) -> None:
-        super().__init__(daemon=True)
-        self.s, self.rate, self.poison_tag = settings, rate, poison_tag
-        self.stop = threading.Event()
-        self.job_ids: list[str] = []
-        self.records = 0  # acknowledged records, duplicates and bad ones included
-        self.bad = 0
-        self.poison: list[str] = []
-        self.send_errors = 0
-
-    def run(self) -> None:
-        producer = None
-        n = 0
-        while not self.stop.is_set():
-            chunk = digits_jobs(max(1, self.rate // 2))
-            if n % 10 == 3:
-                chunk += digits_jobs(1, marker=self.poison_tag)
-            dup = chunk[0] if n % 7 == 5 else None
-            bad = BAD[n % len(BAD)] if n % 5 == 1 else None
-            while not self.stop.is_set():
-                try:
-                    producer = producer or JobProducer(self.s.kafka, self.s.limits)
-                    futures = [producer.send(j) for j in chunk]
-                    if dup is not None:
-                        futures.append(producer.send(dup))
-                    if bad is not None:
-                        futures.append(producer.send_raw(bad))
-                    for f in futures:
-                        f.get(timeout=60)
-                    break
-                except Exception:
-                    self.send_errors += 1
-                    time.sleep(1)
-            else:
-                break
-            self.job_ids += [j.job_id for j in chunk]
-            self.poison += [j.job_id for j in chunk if "tag" in j.input]
-            self.records += len(chunk) + (dup is not None) + (bad is not None)
-            self.bad += bad is not None
-            n += 1
-            time.sleep(0.5)
-        if producer is not None:
-            producer.close()
-
-
-def test_soak_with_random_faults(faulty, worker_db, restore):
+def test_soak_with_random_faults(faulty, worker_db, restore, tmp_path):
     s = faulty.settings
     duration_s = float(os.environ.get("AGENTQ_SOAK_S", "180"))
     rng = random.Random(int(os.environ.get("AGENTQ_SOAK_SEED", "7")))
@@ -130,8 +73,11 @@ def test_soak_with_random_faults(faulty, worker_db, restore):
               "postgres_restart_immediate": restart("restart", "postgres", "--immediate"),
               "kafka_sigkill": kill_kafka}
     injected: Counter = Counter()
-    stream = Stream(s, rate=20, poison_tag=tag)
-    stream.start()
+    out = tmp_path / "stream.txt"
+    # the stream runs in its own process: a Kafka client that lives through a broker kill
+    # leaks sockets (kafka-python), which must not end up in the test process
+    stream_proc = faulty.start("stream", [sys.executable, "-m", "tests.faults.stream",
+                                          "--rate", "20", "--poison-tag", tag, "--out", str(out)])
     t0 = time.monotonic()
     try:
         while time.monotonic() - t0 < duration_s:
@@ -141,10 +87,10 @@ def test_soak_with_random_faults(faulty, worker_db, restore):
             faults[name]()
             injected[name] += 1
     finally:
-        stream.stop.set()
-        stream.join(120)
-        gc.collect()
+        stream_proc.signal(signal.SIGTERM)
+        stream_proc.popen.wait(120)
     produced_s = time.monotonic() - t0
+    stream = Produced.read(out)
 
     ids = list(dict.fromkeys(stream.job_ids))
     expect = len(ids) + stream.bad

@@ -1,0 +1,98 @@
+"""A steady job stream for the soak, run as its own process:
+``python -m tests.faults.stream --rate 20 --poison-tag TAG --out FILE``.
+
+About ``rate`` jobs/s in chunks; every 10th chunk carries a poison job, every 7th a duplicate
+job_id, every 5th a malformed record. A chunk whose send fails is sent again (same job_ids).
+Each acknowledged chunk is appended to FILE (``job ID`` / ``poison ID`` / ``dup`` / ``bad``)
+so the test knows exactly what reached Kafka. SIGTERM ends it after the current chunk.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from agentq.config import Settings
+from producers.producer import JobProducer
+from tests.faults.harness import digits_jobs
+
+BAD = [b"{not json", b"\xff\xfe", b'{"v":1,"model":"digits-mlp","input":{}}']
+
+
+@dataclass
+class Produced:
+    job_ids: list[str] = field(default_factory=list)
+    poison: list[str] = field(default_factory=list)
+    records: int = 0
+    bad: int = 0
+    send_errors: int = 0
+
+    @classmethod
+    def read(cls, path: Path) -> Produced:
+        p = cls()
+        for line in path.read_text().splitlines() if path.exists() else []:
+            kind, _, value = line.partition(" ")
+            if kind in ("job", "poison"):
+                p.job_ids.append(value)
+                p.records += 1
+                if kind == "poison":
+                    p.poison.append(value)
+            elif kind in ("dup", "bad"):
+                p.records += 1
+                p.bad += kind == "bad"
+            elif kind == "send_errors":
+                p.send_errors = int(value)
+        return p
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rate", type=int, default=20)
+    ap.add_argument("--poison-tag", required=True)
+    ap.add_argument("--out", type=Path, required=True)
+    args = ap.parse_args()
+    s = Settings.from_env()
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    producer = None
+    errors = 0
+    n = 0
+    with args.out.open("a") as out:
+        while not stop.is_set():
+            chunk = digits_jobs(max(1, args.rate // 2))
+            if n % 10 == 3:
+                chunk += digits_jobs(1, marker=args.poison_tag)
+            dup = chunk[0] if n % 7 == 5 else None
+            bad = BAD[n % len(BAD)] if n % 5 == 1 else None
+            while True:
+                try:
+                    producer = producer or JobProducer(s.kafka, s.limits)
+                    futures = [producer.send(j) for j in chunk]
+                    if dup is not None:
+                        futures.append(producer.send(dup))
+                    if bad is not None:
+                        futures.append(producer.send_raw(bad))
+                    for f in futures:
+                        f.get(timeout=60)
+                    break
+                except Exception:
+                    errors += 1
+                    time.sleep(1)
+            for j in chunk:
+                out.write(f"{'poison' if 'tag' in j.input else 'job'} {j.job_id}\n")
+            out.write("dup\n" if dup is not None else "")
+            out.write("bad\n" if bad is not None else "")
+            out.flush()
+            n += 1
+            stop.wait(0.5)
+        out.write(f"send_errors {errors}\n")
+    if producer is not None:
+        producer.close()
+
+
+if __name__ == "__main__":
+    main()
