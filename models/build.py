@@ -26,7 +26,8 @@ Builder = Callable[[Path, Step], dict[str, Any]]
 def _builders() -> dict[str, tuple[Callable[[], str], Builder]]:
     from models import digits_build
 
-    table = {"digits-mlp": (digits_build.version, digits_build.build)}
+    table: dict[str, tuple[Callable[[], str], Builder]] = {
+        "digits-mlp": (digits_build.version, digits_build.build)}
     try:
         from models import minilm_build
     except ImportError:  # the minilm pipeline is optional until its package is installed
@@ -55,8 +56,8 @@ def build_models(names: list[str] | None, models_dir: Path, register_url: str | 
                 out.mkdir(parents=True, exist_ok=True)
                 t0 = time.perf_counter()
 
-                def step(msg: str, _task: Any = task, _name: str = name) -> None:
-                    progress.update(_task, description=f"{_name} {version}: {msg}")
+                def step(msg: str, _task: Any = task, _label: str = f"{name} {version}") -> None:
+                    progress.update(_task, description=f"{_label}: {msg}")
 
                 manifest = builder(out, step)
                 manifest.update(name=name, version=version,
