@@ -33,7 +33,8 @@ from storage.db import make_engine
 def isolated(settings: Settings, tag: str) -> Settings:
     kafka = replace(settings.kafka, jobs_topic=f"agentq.bench.{tag}",
                     dlq_topic=f"agentq.bench.{tag}.dlq", group_id=f"agentq-bench-{tag}")
-    bridge = replace(settings.bridge, queue_high_watermark=10**9, queue_low_watermark=10**9 - 1)
+    bridge = replace(settings.bridge, queue_high_watermark=10**9, queue_low_watermark=10**9 - 1,
+                     max_inflight_jobs=10**9)  # no worker drains: never pause
     return replace(settings, kafka=kafka, bridge=bridge, queue_prefix=f"b{tag}.")
 
 
