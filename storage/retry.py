@@ -102,19 +102,34 @@ def retry_later(conn: Connection, outcomes: Sequence[tuple[str, str, str]]) -> i
     return res.rowcount
 
 
-def take_stuck(conn: Connection, lease_s: float, limit: int = 1000) -> list[dict[str, Any]]:
+def stuck_queues(conn: Connection, lease_s: float) -> list[str]:
+    """Celery queues of the live jobs not touched for ``lease_s``."""
+    rows = conn.execute(
+        text("SELECT DISTINCT coalesce(queue, '') FROM jobs WHERE status IN ('queued', "
+             "'running') AND updated_at < now() - make_interval(secs => :lease)"),
+        {"lease": float(lease_s)},
+    )
+    return [r[0] for r in rows]
+
+
+def take_stuck(conn: Connection, lease_s: float, limit: int = 1000, skip_queues: Sequence[str] = (),
+               max_attempts: int = 1 << 15) -> list[dict[str, Any]]:
     """Live jobs not touched for ``lease_s``, locked (skipping rows another reaper holds) and
-    their lease renewed, so the caller re-enqueues each once per lease."""
+    their lease renewed, so the caller re-enqueues each once per lease. Jobs of the queues in
+    ``skip_queues`` (they still hold a backlog) are left alone, except running jobs that have
+    used ``max_attempts`` (the caller fails those)."""
     res = conn.execute(
         text(
             "WITH stuck AS (SELECT job_id FROM jobs WHERE status IN ('queued', 'running') "
             "  AND updated_at < now() - make_interval(secs => :lease) "
+            "  AND NOT (coalesce(queue, '') = ANY(CAST(:skip AS text[])) "
+            "           AND NOT (status = 'running' AND attempts >= :max)) "
             "  ORDER BY updated_at LIMIT :lim FOR UPDATE SKIP LOCKED) "
             "UPDATE jobs AS j SET updated_at = now() FROM stuck WHERE j.job_id = stuck.job_id "
             "RETURNING j.job_id::text, j.model, j.input, j.status::text, j.attempts, j.queue, "
             "j.deadline_at, j.reason, j.error"
         ),
-        {"lease": float(lease_s), "lim": limit},
+        {"lease": float(lease_s), "lim": limit, "skip": list(skip_queues), "max": max_attempts},
     )
     return [dict(r._mapping) for r in res]
 

@@ -8,6 +8,11 @@ the worker runs it on its own and counts its attempt (``storage.retry``); one al
 ``max_attempts`` is ``failed`` (``WORKER_CRASHED``) with a DLQ copy, so a job that kills its
 worker cannot loop forever. Jobs past their deadline are ``expired``.
 
+Jobs are re-published only while their Celery queue is empty: a queue that still holds a
+backlog may hold them (or an earlier re-published copy), and an abandoned queue nobody consumes
+must not grow; lost jobs are re-published once it drains, so under sustained overload recovery
+waits for the backlog, it is never skipped.
+
 Runs as ``agentq reaper`` (a loop; ``--once`` for one pass) and as a thread in the bridge.
 Several reapers are safe: rows are locked with SKIP LOCKED and their lease renewed.
 """
@@ -22,6 +27,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import redis
 from sqlalchemy import Engine
 from sqlalchemy.exc import OperationalError
 
@@ -29,7 +35,7 @@ from agentq.config import Settings
 from agentq.log import get_logger
 from producers.contract import RejectReason
 from storage.ledger import end_jobs
-from storage.retry import fail_jobs, take_stuck
+from storage.retry import fail_jobs, stuck_queues, take_stuck
 from storage.schema import JobStatus
 from workers.retry import dead_letter
 
@@ -46,10 +52,12 @@ class ReapStats:
 
 class Reaper:
     def __init__(self, settings: Settings, db: Engine, celery_app: Any,
-                 lease_s: float | None = None, limit: int = 2000) -> None:
+                 lease_s: float | None = None, limit: int = 2000,
+                 redis_client: Any = None) -> None:
         self.s = settings
         self.db = db
         self.celery = celery_app
+        self.redis = redis_client or redis.Redis.from_url(settings.redis_url, socket_timeout=5)
         self.lease_s = float(lease_s if lease_s is not None else settings.worker.lease_s)
         self.limit = limit
         self._dlq: Any = None
@@ -58,8 +66,11 @@ class Reaper:
         st = ReapStats()
         now = datetime.now(UTC)
         limit = self.s.worker.max_attempts
+        with self.db.connect() as conn:
+            busy = self._busy_queues(stuck_queues(conn, self.lease_s))
         with self.db.begin() as conn:
-            rows = take_stuck(conn, self.lease_s, self.limit)
+            rows = take_stuck(conn, self.lease_s, self.limit, skip_queues=busy,
+                              max_attempts=limit)
             if not rows:
                 return st
             late = [r for r in rows if r["deadline_at"] is not None and r["deadline_at"] < now]
@@ -83,6 +94,19 @@ class Reaper:
             log.info("stuck_jobs_reaped", requeued=st.requeued, failed=st.failed,
                      expired=st.expired, batches=st.batches, lease_s=self.lease_s)
         return st
+
+    def _busy_queues(self, queues: list[str]) -> list[str]:
+        """The queues that still hold messages (all of them when Redis does not answer)."""
+        if not queues:
+            return []
+        try:
+            pipe = self.redis.pipeline()
+            for q in queues:
+                pipe.llen(q or self.s.queue_prefix + "cpu")
+            return [q for q, n in zip(queues, pipe.execute(), strict=True) if n]
+        except redis.RedisError as e:
+            log.warning("reaper_redis_unavailable", error=str(e)[:200])
+            return queues
 
     def _publish(self, rows: list[dict[str, Any]]) -> tuple[int, int]:
         """Publish run_batch tasks; a failed publish leaves the jobs for the next lease."""

@@ -23,7 +23,10 @@ class RecordingCelery:
         self.sent.append((name, args[0], queue))
 
 
-def _job(status, attempts=0, deadline=None, model="digits-mlp", queue="tq.cpu"):
+QUEUE = f"tq-{uuid.uuid4().hex[:8]}.cpu"
+
+
+def _job(status, attempts=0, deadline=None, model="digits-mlp", queue=QUEUE):
     return {"job_id": str(uuid.uuid4()), "model": model, "status": status, "attempts": attempts,
             "input": {"pixels": [1.0] * 64}, "queue": queue, "deadline_at": deadline,
             "source_topic": "agentq.test.reaper"}
@@ -38,25 +41,34 @@ def test_reaper_requeues_stuck_jobs_from_the_ledger_and_fails_exhausted_ones(
     stuck = [_job("queued"), _job("queued"), _job("queued"), _job("running", attempts=1)]
     exhausted = _job("running", attempts=3)
     late = _job("queued", deadline=datetime.now(UTC) - timedelta(minutes=1))
+    # a queued and a running one on a queue that still holds a backlog, one exhausted there,
+    busy_q = f"tq-busy-{uuid.uuid4().hex[:8]}.cpu"
+    waiting = [_job("queued", queue=busy_q), _job("running", attempts=1, queue=busy_q)]
+    exhausted_busy = _job("running", attempts=3, queue=busy_q)
     fresh = _job("queued")
-    ids = [j["job_id"] for j in [*stuck, exhausted, late, fresh]]
+    ids = [j["job_id"] for j in [*stuck, exhausted, late, *waiting, exhausted_busy, fresh]]
     with worker_db.begin() as conn:
-        record_jobs(conn, [*stuck, exhausted, late, fresh])
+        record_jobs(conn, [*stuck, exhausted, late, *waiting, exhausted_busy, fresh])
         conn.execute(text("UPDATE jobs SET updated_at = now() - interval '10 minutes' "
                           "WHERE job_id = ANY(CAST(:ids AS uuid[]))"), {"ids": ids[:-1]})
     celery = RecordingCelery()
     reaper = Reaper(s, worker_db, celery)
+    reaper.redis.rpush(busy_q, "a message ahead of them")
     # when the reaper runs once,
-    st = reaper.reap_once()
-    reaper.close()
+    try:
+        st = reaper.reap_once()
+    except BaseException:
+        reaper.redis.delete(busy_q)
+        raise
     # then the stuck jobs are re-published in batches of max_batch from their ledger input,
     sent_ids = [j["job_id"] for _, payload, _ in celery.sent for j in payload["jobs"]]
     mine = {j["job_id"] for j in stuck}
     assert mine <= set(sent_ids) and fresh["job_id"] not in sent_ids
+    assert not {j["job_id"] for j in [*waiting, exhausted_busy]} & set(sent_ids)
     for name, payload, queue in celery.sent:
         assert name == "agentq.run_batch" and len(payload["jobs"]) <= 2
         if {j["job_id"] for j in payload["jobs"]} & mine:
-            assert queue == "tq.cpu" and payload["model"] == "digits-mlp"
+            assert queue == QUEUE and payload["model"] == "digits-mlp"
             assert all(j["input"] == {"pixels": [1.0] * 64} for j in payload["jobs"])
     assert st.requeued >= 4 and st.failed >= 1 and st.expired >= 1
     with worker_db.connect() as conn:
@@ -66,10 +78,20 @@ def test_reaper_requeues_stuck_jobs_from_the_ledger_and_fails_exhausted_ones(
     # the exhausted one is failed, the late one expired, the running one stays running
     # (the worker runs it alone and counts its attempt),
     assert rows[exhausted["job_id"]] == "failed:WORKER_CRASHED"
+    assert rows[exhausted_busy["job_id"]] == "failed:WORKER_CRASHED"
+    assert [rows[j["job_id"]] for j in waiting] == ["queued:", "running:"]
     assert rows[late["job_id"]] == "expired:EXPIRED"
     assert rows[stuck[3]["job_id"]] == "running:"
     # and their lease is renewed: an immediate second pass re-publishes none of them.
     celery.sent.clear()
-    reaper.reap_once()
-    again = {j["job_id"] for _, p, _ in celery.sent for j in p["jobs"]}
-    assert not again & set(ids)
+    try:
+        reaper.reap_once()
+        again = {j["job_id"] for _, p, _ in celery.sent for j in p["jobs"]}
+        assert not again & set(ids)
+    finally:  # leave nothing live for the reapers of later tests
+        reaper.redis.delete(busy_q)
+        reaper.close()
+        with worker_db.begin() as conn:
+            conn.execute(text("UPDATE jobs SET status = 'failed', reason = 'TEST_CLEANUP' "
+                              "WHERE job_id = ANY(CAST(:ids AS uuid[])) "
+                              "AND status IN ('queued', 'running')"), {"ids": ids})

@@ -79,6 +79,32 @@ def test_redis_restarted_without_persistence_reaper_recovers_lost_batches(
     assert "stuck_jobs_reaped" in bridge_log, faulty.logs()
 
 
+def test_redis_restarted_under_a_running_worker_loses_no_job(faulty, worker_db, restore):
+    # Given a worker busy with a steady stream (tasks in progress and unacknowledged),
+    s = faulty.settings
+    worker = faulty.worker()
+    faulty.bridge("--max-batch", "8")
+    jobs = digits_jobs(240)
+    producer = _stream(s, jobs)
+    wait_for(lambda: _succeeded(worker_db, s.kafka.jobs_topic) >= 20, 90, what="some progress")
+    # when Redis is restarted without persistence under it,
+    try:
+        services_sh("restart", "redis")
+    finally:
+        restore()
+    producer.join(120)
+    # then every job ends exactly once. Celery may exit on the lost connection (kombu 5.7
+    # raises AttributeError restoring unacked messages on a dead connection: "Unrecoverable
+    # error"); compose restarts it (`restart: unless-stopped`), so the test does the same.
+    time.sleep(2)
+    if not worker.alive():
+        print(f"worker exited with rc={worker.popen.returncode}; restarted like a supervisor")
+        faulty.worker()
+    v = check_invariants(worker_db, s.kafka.jobs_topic, [j.job_id for j in jobs], len(jobs),
+                         timeout_s=150)
+    assert v.statuses == {"succeeded": len(jobs)}, faulty.logs()
+
+
 @pytest.mark.slow
 def test_kafka_broker_killed_and_restarted_loses_no_job(faulty, worker_db, restore):
     # Given jobs flowing,

@@ -73,6 +73,17 @@ def test_soak_with_random_faults(faulty, worker_db, restore, tmp_path):
               "postgres_restart_immediate": restart("restart", "postgres", "--immediate"),
               "kafka_sigkill": kill_kafka}
     injected: Counter = Counter()
+    restarted: list[str] = []
+
+    def supervise():
+        """Restart what exited on its own, as compose's `restart: unless-stopped` does."""
+        for procs, start in ((workers, lambda: faulty.worker(concurrency=2, extra_env=env)),
+                             (bridges, lambda: faulty.bridge("--max-batch", "16"))):
+            for p in list(procs):
+                if not p.alive():
+                    restarted.append(f"{p.name} rc={p.popen.returncode}")
+                    procs.remove(p)
+                    procs.append(start())
     out = tmp_path / "stream.txt"
     # the stream runs in its own process: a Kafka client that lives through a broker kill
     # leaks sockets (kafka-python), which must not end up in the test process
@@ -86,6 +97,8 @@ def test_soak_with_random_faults(faulty, worker_db, restore, tmp_path):
             print(f"[soak t={time.monotonic() - t0:5.0f}s] fault: {name}", flush=True)
             faults[name]()
             injected[name] += 1
+            time.sleep(1)
+            supervise()
     finally:
         stream_proc.signal(signal.SIGTERM)
         stream_proc.popen.wait(120)
@@ -103,8 +116,13 @@ def test_soak_with_random_faults(faulty, worker_db, restore, tmp_path):
         return rows if len(done) >= expect and done >= set(ids) else None
 
     t1 = time.monotonic()
+
+    def settled_supervised():
+        supervise()
+        return settled()
+
     try:
-        rows = wait_for(settled, 300, interval_s=2, what="the soak backlog")
+        rows = wait_for(settled_supervised, 300, interval_s=2, what="the soak backlog")
     except TimeoutError:
         with worker_db.connect() as conn:
             rows = conn.execute(text("SELECT job_id::text, status::text FROM jobs WHERE "
@@ -124,6 +142,8 @@ def test_soak_with_random_faults(faulty, worker_db, restore, tmp_path):
     summary = "\n".join([
         f"soak: {produced_s:.0f}s of traffic with random faults, then {settle_s:.0f}s to settle",
         f"faults injected: {dict(sorted(injected.items()))}",
+        f"processes that exited on their own and were restarted (supervisor): "
+        f"{restarted or 'none'}",
         f"records produced: {stream.records} ({len(ids)} distinct jobs, "
         f"{stream.records - len(ids) - stream.bad} duplicate job_ids, {stream.bad} malformed, "
         f"{len(stream.poison)} poison; {stream.send_errors} producer send retries)",
