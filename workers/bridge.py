@@ -104,7 +104,7 @@ class Bridge:
         self.router = router or Router(settings, celery_app)
         self.tracker = OffsetTracker()
         self.inflight = InflightGate(settings, db)
-        self.batcher = batcher or make_batcher(settings)
+        self.batcher = batcher if batcher is not None else make_batcher(settings)
         self.dispatcher = Dispatcher(dispatch_threads)
         self.rejects: list[Reject] = []
         self.known_models: set[str] = set()
