@@ -94,7 +94,7 @@ def ceiling(settings: Settings, db: Engine, model: str, jobs: list[JobMessage],
         from models.tokenizer import TextTokenizer, package_model_dir
 
         tok = TextTokenizer.from_dir(package_model_dir())
-        for i in range(0, len(jobs), b):
+        for i in _progress(list(range(0, len(jobs), b)), f"ceiling {model}: tokenise", every=10):
             enc = tok.encode([j.input["text"] for j in jobs[i:i + b]])
             feeds = {"input_ids": enc.input_ids, "attention_mask": enc.attention_mask,
                      "token_type_ids": np.zeros_like(enc.input_ids)}
@@ -104,7 +104,7 @@ def ceiling(settings: Settings, db: Engine, model: str, jobs: list[JobMessage],
     sess.run(None, batches[0])  # warm-up
     times = []
     t0 = time.perf_counter()
-    for feeds in batches:
+    for feeds in _progress(batches, f"ceiling {model}: run", every=10):
         t = time.perf_counter()
         sess.run(None, feeds)
         times.append(time.perf_counter() - t)
@@ -272,13 +272,13 @@ def _scalar(db: Engine, sql: Any, params: dict[str, Any] | None = None) -> int:
         return int(conn.execute(sql, params or {}).scalar_one())
 
 
-def _progress(items: list[Any], label: str):
+def _progress(items: list[Any], label: str, every: int = 500):
     with Progress(TextColumn(f"[bold]{label}"), BarColumn(), MofNCompleteColumn(),
                   TimeElapsedColumn(), console=console) as progress:
         task = progress.add_task(label, total=len(items))
         for i, item in enumerate(items):
             yield item
-            if i % 500 == 0:
+            if i % every == 0:
                 progress.update(task, completed=i)
         progress.update(task, completed=len(items))
 
