@@ -59,11 +59,13 @@ class MicroBatcher:
             return Batch(model, bucket.items, bucket.opened_ms)
         return None
 
-    def due(self, now_ms: float) -> list[Batch]:
-        """Batches whose oldest job waited max_wait_ms; a model's smaller buckets go along,
-        merged in bucket order up to the max batch, so short waits do not fragment batches."""
+    def due(self, now_ms: float, wait_ms: float | None = None) -> list[Batch]:
+        """Batches whose oldest job waited max_wait_ms (or ``wait_ms``, e.g. a longer window
+        while workers are busy); a model's smaller buckets go along, merged in bucket order up
+        to the max batch, so short waits do not fragment batches."""
+        wait = self.max_wait_ms if wait_ms is None else wait_ms
         expired_models = {m for (m, _), b in self._buckets.items()
-                          if now_ms - b.opened_ms >= self.max_wait_ms}
+                          if now_ms - b.opened_ms >= wait}
         return [b for m in sorted(expired_models) for b in self._drain_model(m)]
 
     def drain(self) -> list[Batch]:
@@ -71,10 +73,11 @@ class MicroBatcher:
         models = sorted({m for m, _ in self._buckets})
         return [b for m in models for b in self._drain_model(m)]
 
-    def next_deadline_ms(self) -> float | None:
+    def next_deadline_ms(self, wait_ms: float | None = None) -> float | None:
         if not self._buckets:
             return None
-        return min(b.opened_ms for b in self._buckets.values()) + self.max_wait_ms
+        wait = self.max_wait_ms if wait_ms is None else wait_ms
+        return min(b.opened_ms for b in self._buckets.values()) + wait
 
     def _drain_model(self, model: str) -> list[Batch]:
         keys = sorted(k for k in self._buckets if k[0] == model)

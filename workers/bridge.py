@@ -45,6 +45,7 @@ log = get_logger("agentq.bridge")
 REJECT_NS = uuid.UUID("6f1c2d4e-7a8b-4c9d-8e0f-123456789abc")
 MODEL_BATCH_SCALE = {"digits-mlp": 4}  # tiny model: per-batch overheads dominate, batch bigger
 DISPATCH_THREADS = 3
+BUSY_WAIT_MS = 200  # batch window while batches already wait for a worker
 
 
 def _ts(ms: float | None) -> datetime | None:
@@ -148,7 +149,8 @@ class Bridge:
         self._refresh_models()
         self.apply_backpressure()
         timeout = self.s.bridge.poll_timeout_ms
-        deadline = self.batcher.next_deadline_ms()
+        window = self.window_ms()
+        deadline = self.batcher.next_deadline_ms(window)
         if deadline is not None:
             timeout = int(max(0, min(timeout, deadline - time.time() * 1000)))
         polled = self.consumer.poll(timeout_ms=timeout, max_records=self.s.bridge.poll_max_records)
@@ -156,11 +158,18 @@ class Bridge:
         for tp, records in polled.items():
             for r in records:
                 self._accept(tp, r, now_ms)
-        for batch in self.batcher.due(time.time() * 1000):
+        for batch in self.batcher.due(time.time() * 1000, window):
             self.dispatch(batch)
         self.dispatcher.harvest()
         self.flush_rejects()
         self.commit()
+
+    def window_ms(self) -> float:
+        """``max_wait_ms``, or ``BUSY_WAIT_MS`` while batches already wait in the Celery queue:
+        a batch sent now would only queue behind them, so it may as well grow (bigger batches,
+        hence more throughput, exactly when the workers are the bottleneck)."""
+        wait = self.s.bridge.max_wait_ms
+        return max(wait, BUSY_WAIT_MS) if self.router.depth() > 0 else wait
 
     def _accept(self, tp: TopicPartition, r: Any, now_ms: float) -> None:
         self.stats["received"] += 1

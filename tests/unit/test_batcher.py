@@ -46,3 +46,10 @@ def test_per_model_max_batch():
     b = MicroBatcher(max_batch=100, max_wait_ms=50, max_batch_for={"small": 2})
     b.add("small", 1, 0)
     assert b.add("small", 2, 0) is not None
+
+
+def test_a_longer_window_holds_the_batch_until_it_passes():
+    b = MicroBatcher(max_batch=100, max_wait_ms=20)
+    b.add("m", 1, now_ms=0)
+    assert b.due(25, wait_ms=200) == [] and b.next_deadline_ms(200) == 200
+    assert [x.items for x in b.due(200, wait_ms=200)] == [[1]]
