@@ -29,6 +29,7 @@ FAULT_ENV = {
     "AGENTQ_KAFKA_SESSION_TIMEOUT_MS": "6000",
     "AGENTQ_WORKER_MAX_ATTEMPTS": "3",
     "AGENTQ_LOG_LEVEL": "INFO",
+    "PYTHONFAULTHANDLER": "1",  # SIGABRT on a hung process dumps every thread's stack to its log
 }
 
 
