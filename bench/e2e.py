@@ -309,7 +309,10 @@ def ratios(m: dict[str, Any]) -> dict[str, float | None]:
 
 
 def write_markdown(res: dict[str, Any], path: Path) -> None:
+    runs = sorted({m.get("when", res["meta"]["when"]) for m in res["models"].values()})
     lines = ["# End-to-end benchmark", "",
+             *([f"Each model's phases ran together in one run; runs started {', '.join(runs)}.",
+                ""] if len(runs) > 1 else []),
              f"{res['meta']['when']} · {res['meta']['machine']} · {res['meta']['cpus']} CPUs · "
              f"{res['meta']['workers']} worker processes · bridge max_wait_ms "
              f"{res['meta']['max_wait_ms']}", "",
@@ -394,7 +397,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=RESULTS)
     p.add_argument("--timeout-s", type=float, default=900)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--merge", nargs="+", type=Path, metavar="E2E_JSON",
+                   help="only merge per-model results of earlier runs (later files win) and "
+                        "write the report; each model keeps the run it was measured in")
     args = p.parse_args(argv)
+    if args.merge:
+        return merge(args.merge, args.out)
     settings = Settings.from_env()
     skip = set(filter(None, args.skip.split(",")))
     loads = [float(x) for x in args.loads.split(",") if x]
@@ -419,7 +427,7 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             n_agentq, n_naive = sizes[model]
             jobs = make_jobs(model, n_agentq, args.seed)
-            m: dict[str, Any] = {}
+            m: dict[str, Any] = {"when": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())}
             if "ceiling" not in skip:
                 console.print(f"{model}: ceiling")
                 m["ceiling"] = ceiling(settings, db, model, jobs, args.workers)
@@ -435,13 +443,28 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         db.dispose()
         owner.dispose()
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "e2e.json").write_text(json.dumps(res, indent=2, default=str))
-    write_markdown({**res, "models": {k: v for k, v in res["models"].items()
-                                      if "skipped" not in v}}, args.out / "e2e.md")
-    plot({**res, "models": {k: v for k, v in res["models"].items() if "skipped" not in v}},
-         args.out / "e2e.png")
-    console.print((args.out / "e2e.md").read_text(), markup=False)
+    write_all(res, args.out)
+    return 0
+
+
+def write_all(res: dict[str, Any], out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "e2e.json").write_text(json.dumps(res, indent=2, default=str))
+    measured = {**res, "models": {k: v for k, v in res["models"].items() if "skipped" not in v}}
+    write_markdown(measured, out / "e2e.md")
+    plot(measured, out / "e2e.png")
+    console.print((out / "e2e.md").read_text(), markup=False)
+
+
+def merge(paths: list[Path], out: Path) -> int:
+    res: dict[str, Any] = {"meta": {}, "models": {}}
+    for path in paths:
+        doc = json.loads(path.read_text())
+        res["meta"] = {**doc["meta"], "merged_from": [str(p) for p in paths]}
+        for model, m in doc["models"].items():
+            if "skipped" not in m or model not in res["models"]:
+                res["models"][model] = {"when": doc["meta"]["when"], **m}
+    write_all(res, out)
     return 0
 
 
