@@ -30,10 +30,11 @@ CHUNK = 64 * 1024
 def _rst(sock: socket.socket) -> None:
     """Abort a connection with a RST. The shutdown matters: a plain close() from this thread
     would not wake a pump thread blocked in recv() on the socket, and the kernel keeps the
-    connection open until that recv returns (so the peer would never see the reset)."""
+    connection open until that recv returns (so the peer would never see the reset).
+    SHUT_RD wakes it without sending a FIN; the close with a zero linger then sends the RST."""
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-        sock.shutdown(socket.SHUT_RDWR)
+        sock.shutdown(socket.SHUT_RD)
     except OSError:
         pass
     try:

@@ -85,7 +85,9 @@ def test_reset_closes_open_and_new_connections(proxy):
             s.sendall(b"b")
             if not s.recv(10):
                 raise ConnectionResetError("closed")
-    with pytest.raises(OSError):
-        _roundtrip(proxy.port)
+    try:  # a new connection is accepted by the kernel, then reset before any byte comes back
+        assert _roundtrip(proxy.port) == b""
+    except OSError:
+        pass
     proxy.set("pass")
     assert _roundtrip(proxy.port) == b"ping"
