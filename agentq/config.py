@@ -99,7 +99,7 @@ class WorkerSettings:
     max_attempts: int = 3
     lease_s: int = 120
     device: str = "auto"  # auto | cpu | cuda
-    engine_mode: str = "inprocess"  # inprocess | shared | auto (workers.engine_client)
+    engine_mode: str = "auto"  # inprocess | shared | auto: per device, as measured (engine_client)
 
 
 @dataclass(frozen=True)

@@ -1,17 +1,25 @@
 """`agentq bench shm`: shared-memory tensors vs pickling, and the engine process vs in-process
-sessions.
+sessions, at the worker and end to end.
 
 1. Transport: a tensor of 4 KB … 64 MB goes from this process to a child process and the child
    acknowledges. *shm*: the tensor is written once into a slab slot and only (slot, shape, dtype)
    crosses a multiprocessing Pipe; the child maps it as a numpy view. *pickle*: ``Connection.send``
    of the array (pickle, pipe write, unpickle in the child). µs per transfer and GB/s.
-2. Worker path throughput: P processes (P = CPU count) run the pool's inference loop —
-   ``handler.prepare`` → ``engine.run`` → ``handler.results`` on batches of 64 — for a fixed time,
-   with in-process sessions and with the shared engine process; rounds alternate so background
-   load hits both alike; the best round of each counts. Models: digits-mlp, and minilm-l6 when it
-   is registered.
+2. Worker path: P processes (P = CPU count) run what ``run_batch`` does around the database —
+   ``handler.prepare`` → ``engine.run`` → ``handler.results`` — on batches as the bridge dispatches
+   them under a backlog (digits-mlp: ``max_batch`` × ``MODEL_BATCH_SCALE`` = 256 rows in arrival
+   order; minilm-l6: 64 texts of one token bucket), for a fixed time, with in-process sessions and
+   with the shared engine process (started once, default options); rounds alternate (ABBA) so
+   background load hits both alike; medians.
+3. End to end: per drain a fresh topic, DLQ, consumer group and Celery queue, a real Celery
+   worker (prefork, concurrency P) with ``AGENTQ_WORKER_ENGINE_MODE`` = inprocess or shared, and
+   a real bridge (``agentq.procs.Stack``); a warm-up, then a backlog pre-loaded while no bridge
+   reads, then the bridge starts; jobs/s = jobs / (last finished_at − first received_at) from the
+   ledger. Modes alternate drain by drain (ABBA); medians; the 1-minute load average is recorded
+   per drain (the benchmark machine is shared).
 
-Writes bench/results/shm.json and bench/results/shm.png. Options: --quick, --seconds, --out.
+Writes bench/results/shm.json and bench/results/shm.png. Options: --quick, --seconds, --rounds,
+--reps, --e2e-digits, --e2e-minilm, --skip transport,worker,e2e, --out.
 """
 
 from __future__ import annotations
@@ -104,15 +112,32 @@ def transport(sizes: list[int], budget_s: float, progress: Any) -> list[dict[str
 
 
 # ---- 2. worker path throughput --------------------------------------------------------------
-def _inputs(model: str, n: int) -> list[dict[str, Any]]:
-    if model == "digits-mlp":
-        from sklearn.datasets import load_digits
+def bridge_batch(model: str) -> int:
+    """The batch size the bridge dispatches for ``model`` under a backlog (workers.bridge)."""
+    from agentq.config import Settings
+    from workers.bridge import MODEL_BATCH_SCALE
 
-        data = load_digits().data
-        return [{"pixels": data[i % len(data)].tolist()} for i in range(n)]
-    words = "agents send short jobs to a queue and read the embeddings back from postgres".split()
-    rng = np.random.default_rng(0)
-    return [{"text": " ".join(rng.choice(words, size=12 + i % 20))} for i in range(n)]
+    return Settings.from_env().bridge.max_batch * MODEL_BATCH_SCALE.get(model, 1)
+
+
+def _batches(model: str, batch: int, n_batches: int = 24, seed: int = 0) -> list[list[dict]]:
+    """Job inputs in batches as the bridge forms them: digits in arrival order; minilm texts
+    grouped by token bucket (workers.bucketing) so each batch is padded to similar lengths."""
+    from producers.synthetic import synthetic_jobs
+
+    jobs = [j.input for j in synthetic_jobs(model, batch * n_batches, seed=seed)]
+    if model != "minilm-l6":
+        return [jobs[i:i + batch] for i in range(0, len(jobs), batch)]
+    from workers.bucketing import TokenCounter, token_bucket
+
+    count = TokenCounter.for_minilm()
+    by_bucket: dict[int, list[dict]] = {}
+    for inp in jobs:
+        by_bucket.setdefault(token_bucket(count(inp["text"])), []).append(inp)
+    out = []
+    for items in by_bucket.values():
+        out += [items[i:i + batch] for i in range(0, len(items), batch)]
+    return out
 
 
 def _worker(mode: str, model: str, opts_json: str, seconds: float, batch: int,
@@ -133,15 +158,18 @@ def _worker(mode: str, model: str, opts_json: str, seconds: float, batch: int,
         engine = InferenceEngine(settings.worker, make_engine(settings.worker_database_url,
                                                               pool_size=1, app_name="bench"))
     handler = make_handler(model)
-    inputs = _inputs(model, batch)
-    engine.run(model, handler.prepare(inputs).feeds)  # warm
+    batches = _batches(model, batch, seed=os.getpid())
+    for inputs in batches[:4]:  # warm
+        engine.run(model, handler.prepare(inputs).feeds)
     ready.put(os.getpid())
     start.wait()
-    done, end = 0, time.perf_counter() + seconds
-    while time.perf_counter() < end:
+    done, k, end = 0, 0, time.perf_counter() + seconds
+    while time.perf_counter() < end:  # what run_batch does around the database
+        inputs = batches[k % len(batches)]
         prepared = handler.prepare(inputs)
         handler.results(engine.run(model, prepared.feeds), prepared)
-        done += batch
+        done += len(inputs)
+        k += 1
     out.put(done)
 
 
@@ -163,8 +191,25 @@ def _round(mode: str, model: str, procs: int, seconds: float, batch: int,
     return total / seconds
 
 
+def _order(r: int, modes: tuple[str, ...]) -> tuple[str, ...]:
+    return modes if r % 2 == 0 else tuple(reversed(modes))
+
+
+def summarize(got: dict[str, list[float]]) -> dict[str, Any]:
+    """Medians per mode, their ratio, and the median of per-repetition ratios (each pair ran back
+    to back, so a paired ratio cancels slow drifts of the background load)."""
+    med = {m: round(float(np.median(v)), 1) for m, v in got.items()}
+    paired = [s / i for s, i in zip(got["shared"], got["inprocess"], strict=True) if i]
+    return {"median_jobs_s": med,
+            "shared_over_inprocess": round(med["shared"] / med["inprocess"], 3),
+            "paired_ratios": [round(x, 3) for x in paired],
+            "paired_ratio_median": round(float(np.median(paired)), 3)}
+
+
 def throughput(models: list[str], procs: int, seconds: float, rounds: int,
                progress: Any) -> dict[str, Any]:
+    """Worker path: P pool-like processes, in-process sessions vs the shared engine (started
+    once with its default options, as a Celery worker would), interleaved rounds, medians."""
     from agentq.config import Settings
     from workers.engine_client import EngineClient, EngineOptions
 
@@ -178,25 +223,131 @@ def throughput(models: list[str], procs: int, seconds: float, rounds: int,
     try:
         for model in models:
             keeper.model(model)
-            batch = 64 if model == "digits-mlp" else 32
+            batch = bridge_batch(model)
+            before = keeper.stats()
             got: dict[str, list[float]] = {"inprocess": [], "shared": []}
             for r in range(rounds):
-                for mode in ("inprocess", "shared") if r % 2 == 0 else ("shared", "inprocess"):
+                for mode in _order(r, ("inprocess", "shared")):
                     jps = _round(mode, model, procs, seconds, batch, opts.to_json())
                     got[mode].append(round(jps, 1))
-                    progress(f"{model} {mode} round {r + 1}: {jps:,.0f} jobs/s")
-            best = {m: max(v) for m, v in got.items()}
+                    progress(f"worker path {model} {mode} round {r + 1}: {jps:,.0f} jobs/s")
             stats = keeper.stats()
             results[model] = {"batch": batch, "processes": procs, "seconds": seconds,
-                              "rounds": got, "best_jobs_s": best,
-                              "shared_over_inprocess": round(best["shared"] / best["inprocess"], 3),
-                              "engine_batches": stats["batches"],
-                              "engine_merged_requests": stats["merged"]}
+                              "engine_runners": stats.get("threads"),
+                              "rounds": got, **summarize(got),
+                              "engine_batches": stats["batches"] - before["batches"],
+                              "engine_merged_requests": stats["merged"] - before["merged"]}
     finally:
         pid = keeper.engine_pid
         keeper.close()
         if pid:
             os.kill(pid, signal.SIGTERM)
+    return results
+
+
+# ---- 3. end to end: Kafka -> bridge -> Celery worker -> engine -> Postgres --------------------
+DRAIN_SQL = """
+SELECT count(*) AS jobs, count(*) FILTER (WHERE status = 'succeeded') AS succeeded,
+       count(DISTINCT batch_id) AS batches,
+       extract(epoch FROM max(finished_at) - min(received_at)) AS span_s
+FROM jobs WHERE job_id = ANY(CAST(:ids AS uuid[]))
+"""
+TERMINAL_SQL = """
+SELECT count(*) FROM jobs WHERE job_id = ANY(CAST(:ids AS uuid[]))
+   AND status IN ('succeeded','failed','rejected','expired')
+"""
+
+
+def _drain_once(mode: str, model: str, n_jobs: int, workers: int, seed: int, log_dir: Path,
+                timeout_s: float) -> dict[str, Any]:
+    """One drain: a fresh topic and queue, a Celery worker in ``mode`` and a bridge; warm up,
+    pre-load ``n_jobs`` while no bridge reads, start the bridge, time received → finished."""
+    from dataclasses import replace
+
+    import redis
+    from sqlalchemy import text
+
+    from agentq.config import Settings
+    from agentq.procs import Stack
+    from producers.cli import produce
+    from producers.synthetic import synthetic_jobs
+    from producers.topics import ensure_topics
+    from storage.db import make_engine
+
+    base = Settings.from_env()
+    tag = f"shm{mode[:2]}{os.getpid()}x{seed}x{time.monotonic_ns() % 10**6}"
+    kafka = replace(base.kafka, jobs_topic=f"agentq.bench.{tag}",
+                    dlq_topic=f"agentq.bench.{tag}.dlq", group_id=f"agentq-bench-{tag}")
+    s = replace(base, kafka=kafka, queue_prefix=f"b{tag}.")
+    env = {"AGENTQ_KAFKA_JOBS_TOPIC": kafka.jobs_topic, "AGENTQ_KAFKA_DLQ_TOPIC": kafka.dlq_topic,
+           "AGENTQ_KAFKA_GROUP_ID": kafka.group_id, "AGENTQ_QUEUE_PREFIX": s.queue_prefix,
+           "AGENTQ_LOG_LEVEL": "WARNING", "AGENTQ_WORKER_ENGINE_MODE": mode}
+    ensure_topics(s.kafka)
+    db = make_engine(s.worker_database_url, pool_size=1, app_name="agentq-bench-shm")
+    stack = Stack(env=env, log_dir=log_dir)
+
+    def wait(ids: list[str], what: str, limit_s: float = timeout_s) -> None:
+        end = time.monotonic() + limit_s
+        while True:
+            with db.connect() as conn:
+                done = conn.execute(text(TERMINAL_SQL), {"ids": ids}).scalar_one()
+            if done >= len(ids):
+                return
+            if time.monotonic() > end:
+                raise TimeoutError(f"{what}: {done}/{len(ids)} after {limit_s:.0f}s\n"
+                                   + stack.logs())
+            time.sleep(0.25)
+
+    try:
+        stack.worker(concurrency=workers)
+        bridge = stack.bridge()
+        warm = list(synthetic_jobs(model, 4 * bridge_batch(model), seed=seed + 10_000))
+        produce(s, iter(warm), len(warm), quiet=True)
+        try:
+            wait([j.job_id for j in warm], f"{model} {mode} warm-up", 90)
+        except TimeoutError:  # seen once: a bridge that started before the new topic's metadata
+            bridge.stop()     # was visible logged "No partition metadata" and never consumed
+            bridge = stack.bridge()
+            wait([j.job_id for j in warm], f"{model} {mode} warm-up (second bridge)")
+        bridge.stop()
+        jobs = list(synthetic_jobs(model, n_jobs, seed=seed))
+        produce(s, iter(jobs), len(jobs), quiet=True)
+        load0 = os.getloadavg()[0]
+        stack.bridge()
+        ids = [j.job_id for j in jobs]
+        wait(ids, f"{model} {mode} drain")
+        with db.connect() as conn:
+            d = conn.execute(text(DRAIN_SQL), {"ids": ids}).one()
+        span = float(d.span_s)
+        return {"jobs": d.jobs, "succeeded": d.succeeded, "elapsed_s": round(span, 3),
+                "jobs_per_s": round(d.jobs / span, 1),
+                "avg_batch": round(d.jobs / max(1, d.batches), 1),
+                "load_avg_1m": [round(load0, 2), round(os.getloadavg()[0], 2)]}
+    finally:
+        stack.stop_all()
+        db.dispose()
+        redis.Redis.from_url(s.redis_url).delete(s.queue_prefix + "cpu", s.queue_prefix + "gpu")
+
+
+def end_to_end(models: list[str], jobs: dict[str, int], workers: int, reps: int,
+               timeout_s: float, progress: Any) -> dict[str, Any]:
+    """The whole pipeline per model, engine mode alternating run by run (ABBA), medians."""
+    log_dir = Path(tempfile.mkdtemp(prefix="agentq-bench-shm-"))
+    results: dict[str, Any] = {}
+    for model in models:
+        runs: dict[str, list[dict[str, Any]]] = {"inprocess": [], "shared": []}
+        for r in range(reps):
+            for mode in _order(r, ("inprocess", "shared")):
+                res = _drain_once(mode, model, jobs[model], workers, seed=100 * r + 7,
+                                  log_dir=log_dir, timeout_s=timeout_s)
+                runs[mode].append(res)
+                progress(f"end to end {model} {mode} rep {r + 1}: {res['jobs_per_s']:,.0f} "
+                         f"jobs/s (avg batch {res['avg_batch']}, load {res['load_avg_1m']})")
+        assert all(x["succeeded"] == x["jobs"] for v in runs.values() for x in v), runs
+        results[model] = {"jobs": jobs[model], "workers": workers, "bridge_batch":
+                          bridge_batch(model), "runs": runs,
+                          **summarize({m: [x["jobs_per_s"] for x in v]
+                                       for m, v in runs.items()})}
     return results
 
 
@@ -215,30 +366,56 @@ def _registered(names: list[str]) -> list[str]:
     return [n for n in names if n in have]
 
 
+CLEAR_WIN = 1.05  # the engine must beat in-process by this much on every model to be the default
+
+
+def default_modes(result: dict[str, Any]) -> dict[str, Any]:
+    """The measured default per device: on CPU the engine only if its median paired end-to-end
+    ratio is >= CLEAR_WIN for every model (a tie goes to in-process sessions: one process fewer,
+    no socket hop); on CUDA the engine (one process owns the device, pool processes never touch
+    CUDA; not measured here)."""
+    deciding = result.get("end_to_end") or result.get("throughput") or {}
+    ratios = {m: v["paired_ratio_median"] for m, v in deciding.items()}
+    return {"cpu": "shared" if ratios and min(ratios.values()) >= CLEAR_WIN else "inprocess",
+            "cuda": "shared", "rule": f"cpu: shared when every paired ratio median >= "
+                                      f"{CLEAR_WIN}", "ratios": ratios,
+            "decided_by": "end_to_end" if result.get("end_to_end") else "throughput"}
+
+
 def plot(result: dict[str, Any], path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4.2))
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+    a = axes[0]
     for method, style in (("shm", "o-"), ("pickle", "s--")):
-        pts = [r for r in result["transport"] if r["method"] == method]
+        pts = [r for r in result.get("transport", []) if r["method"] == method]
         a.loglog([r["bytes"] for r in pts], [r["us"] for r in pts], style, label=method)
     a.set_xlabel("tensor bytes")
     a.set_ylabel("µs per transfer (median)")
     a.set_title("process-to-process transfer")
     a.grid(True, which="both", alpha=0.3)
     a.legend()
-    models = list(result["throughput"])
-    x = np.arange(len(models))
-    for k, mode in enumerate(("inprocess", "shared")):
-        vals = [result["throughput"][m]["best_jobs_s"][mode] for m in models]
-        b.bar(x + (k - 0.5) * 0.38, vals, 0.38, label=mode)
-    b.set_xticks(x, models)
-    b.set_ylabel("jobs/s (worker path)")
-    b.set_title(f"engine vs in-process, {result['machine']['cpus']} CPU(s)")
-    b.legend()
+    for ax, key, title in ((axes[1], "throughput", "worker path (prepare → engine → results)"),
+                           (axes[2], "end_to_end", "end to end (Kafka → … → Postgres)")):
+        part = result.get(key, {})
+        models = list(part)
+        x = np.arange(len(models))
+        for k, mode in enumerate(("inprocess", "shared")):
+            vals = [part[m]["median_jobs_s"][mode] for m in models]
+            bars = ax.bar(x + (k - 0.5) * 0.38, vals, 0.38, label=mode)
+            if mode == "shared":
+                for b, m in zip(bars, models, strict=True):
+                    ax.annotate(f"{part[m]['shared_over_inprocess']:.2f}×",
+                                (b.get_x() + b.get_width() / 2, b.get_height()),
+                                ha="center", va="bottom", fontsize=8)
+        ax.set_xticks(x, models)
+        ax.set_yscale("log")
+        ax.set_ylabel("jobs/s (median, log scale)")
+        ax.set_title(f"{title}\n{result['machine']['cpus']} shared CPU(s)", fontsize=9)
+        ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -246,14 +423,25 @@ def plot(result: dict[str, Any], path: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="agentq bench shm")
-    p.add_argument("--quick", action="store_true", help="fewer sizes and shorter rounds")
-    p.add_argument("--seconds", type=float, default=6.0, help="length of one throughput round")
-    p.add_argument("--rounds", type=int, default=2)
-    p.add_argument("--procs", type=int, default=os.cpu_count() or 1)
+    p.add_argument("--quick", action="store_true", help="fewer sizes, shorter rounds, fewer jobs")
+    p.add_argument("--seconds", type=float, default=6.0, help="length of one worker-path round")
+    p.add_argument("--rounds", type=int, default=3, help="worker-path rounds per mode")
+    p.add_argument("--reps", type=int, default=3, help="end-to-end drains per mode")
+    p.add_argument("--procs", type=int, default=os.cpu_count() or 1,
+                   help="pool processes (worker path) and Celery concurrency (end to end)")
+    p.add_argument("--e2e-digits", type=int, default=20_000, help="digits-mlp jobs per drain")
+    p.add_argument("--e2e-minilm", type=int, default=1_500, help="minilm-l6 jobs per drain")
+    p.add_argument("--models", default="digits-mlp,minilm-l6")
+    p.add_argument("--skip", default="", help="comma list of parts: transport,worker,e2e")
+    p.add_argument("--timeout-s", type=float, default=600)
     p.add_argument("--out", type=Path, default=RESULTS)
     args = p.parse_args(argv)
+    skip = set(filter(None, args.skip.split(",")))
     sizes = [4 << 10, 1 << 20, 64 << 20] if args.quick else SIZES
     seconds = 2.0 if args.quick else args.seconds
+    e2e_jobs = {"digits-mlp": args.e2e_digits, "minilm-l6": args.e2e_minilm}
+    if args.quick:
+        e2e_jobs = {k: v // 5 for k, v in e2e_jobs.items()}
     t_start = time.perf_counter()
 
     def progress(text: str) -> None:
@@ -262,27 +450,35 @@ def main(argv: list[str] | None = None) -> int:
     result: dict[str, Any] = {
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                     "platform": platform.platform(), "load_avg_start": os.getloadavg()},
-        "transport": transport(sizes, 0.15 if args.quick else 0.4, progress)}
-    ratios = {}
-    for size in sizes:
-        us = {r["method"]: r["us"] for r in result["transport"] if r["bytes"] == size}
-        ratios[str(size)] = round(us["pickle"] / us["shm"], 2)
-    result["pickle_over_shm"] = ratios
-    models = _registered(["digits-mlp", "minilm-l6"])
-    result["throughput"] = throughput(models, args.procs, seconds, args.rounds, progress)
-    cpu_ratios = [v["shared_over_inprocess"] for v in result["throughput"].values()]
-    result["default_engine_mode"] = {
-        "cpu": "shared" if cpu_ratios and min(cpu_ratios) >= 1.0 else "inprocess",
-        "cuda": "shared (one process owns the device; not measured here)"}
+        "when": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())}
+    if "transport" not in skip:
+        result["transport"] = transport(sizes, 0.15 if args.quick else 0.4, progress)
+        ratios = {}
+        for size in sizes:
+            us = {r["method"]: r["us"] for r in result["transport"] if r["bytes"] == size}
+            ratios[str(size)] = round(us["pickle"] / us["shm"], 2)
+        result["pickle_over_shm"] = ratios
+        progress(f"pickle/shm time ratio by size: {ratios}")
+    models = _registered([m for m in args.models.split(",") if m])
+    if "worker" not in skip:
+        result["throughput"] = throughput(models, args.procs, seconds, args.rounds, progress)
+        result["machine"]["load_avg_after_worker_path"] = os.getloadavg()
+    if "e2e" not in skip:
+        result["end_to_end"] = end_to_end(models, e2e_jobs, args.procs,
+                                          1 if args.quick else args.reps, args.timeout_s,
+                                          progress)
+    result["default_engine_mode"] = default_modes(result)
     result["machine"]["load_avg_end"] = os.getloadavg()
     result["elapsed_s"] = round(time.perf_counter() - t_start, 1)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "shm.json").write_text(json.dumps(result, indent=2) + "\n")
     plot(result, args.out / "shm.png")
-    progress(f"pickle/shm time ratio by size: {ratios}")
-    for m, v in result["throughput"].items():
-        progress(f"{m}: in-process {v['best_jobs_s']['inprocess']:,.0f} jobs/s, shared engine "
-                 f"{v['best_jobs_s']['shared']:,.0f} jobs/s ({v['shared_over_inprocess']}x)")
+    for key in ("throughput", "end_to_end"):
+        for m, v in result.get(key, {}).items():
+            med = v["median_jobs_s"]
+            progress(f"{key} {m}: in-process {med['inprocess']:,.0f} jobs/s, shared engine "
+                     f"{med['shared']:,.0f} jobs/s ({v['shared_over_inprocess']}x of medians, "
+                     f"{v['paired_ratio_median']}x median of paired runs)")
     progress(f"wrote {args.out / 'shm.json'} and {args.out / 'shm.png'}")
     return 0
 

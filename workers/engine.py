@@ -37,12 +37,17 @@ def providers_for(device: str) -> list[str]:
         "CPUExecutionProvider"]
 
 
-def session_options(settings: WorkerSettings) -> ort.SessionOptions:
+def session_options(settings: WorkerSettings,
+                    config: dict[str, str] | None = None) -> ort.SessionOptions:
+    """Session options from the worker settings; ``config``: extra ORT session config entries
+    (the engine process turns intra-op spinning off, see ``workers.engine_server``)."""
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     opts.intra_op_num_threads = settings.intra_op_threads
     opts.inter_op_num_threads = settings.inter_op_threads
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    for key, value in (config or {}).items():
+        opts.add_session_config_entry(key, value)
     return opts
 
 
@@ -62,9 +67,11 @@ class LoadedModel:
 
 
 class InferenceEngine:
-    def __init__(self, settings: WorkerSettings, db: Engine) -> None:
+    def __init__(self, settings: WorkerSettings, db: Engine,
+                 session_config: dict[str, str] | None = None) -> None:
         self.settings = settings
         self.db = db
+        self.session_config = dict(session_config or {})
         self.device = pick_device(settings.device)
         self._models: dict[str, LoadedModel] = {}
         log.info("engine_device", device=self.device, providers=providers_for(self.device))
@@ -93,7 +100,8 @@ class InferenceEngine:
                 f"model file {path} for {name!r} is missing; run `agentq models build {name}` "
                 f"with AGENTQ_MODELS_DIR={self.settings.models_dir}"
             )
-        session = ort.InferenceSession(str(path), sess_options=session_options(self.settings),
+        session = ort.InferenceSession(str(path), sess_options=session_options(self.settings,
+                                                                    self.session_config),
                                        providers=providers_for(self.device))
         loaded = LoadedModel(name, row, session)
         self._models[name] = loaded

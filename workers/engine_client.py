@@ -14,7 +14,27 @@ process group), or when killed; its stale slab is removed at the next start.
 Wire: a unix socket, 4-byte big-endian length + UTF-8 JSON per message; tensors never cross it,
 only slot ids, offsets, shapes and dtypes. Inputs are written once into a slot of the shared slab;
 the engine reads them as views and writes outputs into the same slot; the client copies the (small)
-outputs out and frees the slot before ``run`` returns, so callers never hold slots.
+outputs out and frees the slot before ``run`` returns, so callers never hold slots. A reply is read
+with one ``recv`` (length and body together).
+
+Measured (``agentq bench shm`` → bench/results/shm.json; 2 vCPUs shared with other work, 1-minute
+load 3.6-7.5, so single runs swing ±20 %; medians of interleaved runs):
+
+- transport, shared memory vs pickling over a pipe: 7.1x faster at 1 MiB, 13x at 4 MiB, 37x at
+  16 MiB, 18x at 64 MiB (1.8x at 4 KiB, where the message dominates).
+- one request's overhead (digits-mlp, 1 row): ~140 µs vs ~10 µs in-process; of that ~10 µs is the
+  kernel's socket round trip, the rest Python on both sides and two cross-process wake-ups on a
+  busy machine. A client busy-poll (50-300 µs) made it slower here (it takes the core the engine
+  needs), so the client blocks.
+- worker path (prepare → run → results, 2 processes, bridge batch sizes): digits-mlp 0.79x
+  in-process (the hop costs ~0.3-1 ms per 256-row batch against ~3 ms of CPU work); minilm-l6
+  1.9x (one shared copy of the weights and two runner threads vs two processes each with its own
+  session; the in-process rounds were also hit harder by the background load).
+- end to end, Kafka → bridge → Celery worker (2 pool processes) → engine → Postgres, 9-10 drains
+  per mode: digits-mlp 2,570 → 3,064 jobs/s (1.19x medians, 1.20x median of paired runs),
+  minilm-l6 152 → 155 jobs/s (1.02x medians, 0.94x paired). The two runs disagreed (digits 0.95x
+  in one, 1.38x in the other): on a shared 2-CPU host the engine and in-process sessions are
+  within noise of each other end to end.
 """
 
 from __future__ import annotations
@@ -44,6 +64,7 @@ log = get_logger("agentq.engine_client")
 
 _LEN = struct.Struct(">I")
 MAX_FRAME = 1 << 20
+_RECV_BYTES = 1 << 16
 _SPAWNED: set[int] = set()  # engine processes started by this process, reaped when they exit
 
 
@@ -61,7 +82,7 @@ class EngineOptions:
     shm_dir: Path = SHM_DIR
     run_dir: Path | None = None  # default: <tmp>/agentq-engine-<watch_pid>
     watch_pid: int = 0  # the engine exits when this process is gone (0: the starting client)
-    threads: int = 0  # ORT intra-op threads in the engine; 0 = WorkerSettings.intra_op_threads
+    threads: int = 0  # batches run at once (runner threads); 0 = one per CPU, 1 on CUDA
     start_timeout_s: float = 60.0
     request_timeout_s: float = 120.0
     slot_wait_s: float = 10.0
@@ -114,10 +135,23 @@ def recv_exact(sock: socket.socket, n: int) -> bytes:
 
 
 def recv_msg(sock: socket.socket) -> dict[str, Any]:
-    (n,) = _LEN.unpack(recv_exact(sock, _LEN.size))
+    """One reply. The peer answers one message per request and sends nothing unasked, so one
+    ``recv`` usually returns the whole frame (length and body: one syscall, not two); bytes past
+    the frame would be a protocol error."""
+    data = sock.recv(_RECV_BYTES)
+    if not data:
+        raise ConnectionError("engine closed the connection")
+    if len(data) < _LEN.size:
+        data += recv_exact(sock, _LEN.size - len(data))
+    (n,) = _LEN.unpack_from(data)
     if n > MAX_FRAME:
         raise ConnectionError(f"frame of {n} bytes is over the {MAX_FRAME} limit")
-    return json.loads(recv_exact(sock, n))
+    end = _LEN.size + n
+    if len(data) < end:
+        data += recv_exact(sock, end - len(data))
+    elif len(data) > end:
+        raise ConnectionError(f"{len(data) - end} unexpected bytes after a reply")
+    return json.loads(data[_LEN.size:])
 
 
 def socket_path(opts: EngineOptions) -> Path:
@@ -393,12 +427,13 @@ class EngineClient:
 
 
 def resolve_mode(mode: str, device: str) -> str:
-    """``auto``: the engine process on CUDA (one process owns the device), in-process sessions on
-    CPU. Measured by ``agentq bench shm`` (bench/results/shm.json, 2 shared CPUs): the worker path
-    for digits-mlp ran 118k jobs/s in-process vs 54k jobs/s through the engine (0.46x) — on CPU
-    every request pays a socket round trip and two context switches that an in-process call does
-    not, and the engine competes with the pool for the same cores. The setting's default stays
-    ``inprocess``; ``auto`` picks per device."""
+    """``auto`` (the default): the engine process on CUDA (one process owns the device; pool
+    processes never initialise CUDA), in-process sessions on CPU. On CPU the engine is the default
+    only when it beats in-process by >= 5 % end to end on every model (``bench.shm_bench``
+    ``default_modes``); measured (see the module docstring) it did not: digits-mlp 1.20x, minilm-l6
+    0.94x (median paired ratios, 2 shared CPUs), so a tie goes to in-process sessions: one process
+    fewer, no socket hop, no engine restart path. ``shared`` stays available on CPU (it keeps one
+    copy of each model per host, and was 1.9x on the minilm worker path)."""
     if mode in ("inprocess", "shared"):
         return mode
     if mode != "auto":

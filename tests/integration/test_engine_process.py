@@ -58,6 +58,81 @@ def test_engine_outputs_equal_in_process_outputs_bit_for_bit(built_models, worke
     assert client.device == local.device == "cpu"
 
 
+def _minilm_or_skip(worker_db) -> None:
+    from storage.registry import registered_names
+
+    with worker_db.connect() as conn:
+        if "minilm-l6" not in registered_names(conn):
+            pytest.skip("minilm-l6 is not registered (agentq models build minilm-l6)")
+
+
+def _texts(n: int, words: int) -> list[dict]:
+    base = "agents send short jobs to a queue and read the embeddings back from postgres".split()
+    return [{"text": " ".join(base[(i + k) % len(base)] for k in range(words))} for i in range(n)]
+
+
+@pytest.mark.timeout(180)
+def test_minilm_through_the_engine_equals_in_process_for_the_same_batch(
+        built_models, worker_db, client):
+    # Dynamic int8 activation scales are per batch: compare identical batches only.
+    from workers.engine import InferenceEngine
+    from workers.handlers import make_handler
+
+    _minilm_or_skip(worker_db)
+    local = InferenceEngine(built_models.worker, worker_db)
+    handler = make_handler("minilm-l6")
+    for n, words in ((1, 5), (16, 12), (64, 30)):
+        feeds = handler.prepare(_texts(n, words)).feeds
+        want = local.run("minilm-l6", feeds)
+        got = client.run("minilm-l6", feeds)
+        for g, w in zip(got, want, strict=True):
+            assert g.dtype == w.dtype and g.shape == w.shape
+            assert g.tobytes() == w.tobytes()
+
+
+def _text_client(settings, opts, words, rounds, results, errors):
+    from workers.handlers import make_handler
+
+    try:
+        c = EngineClient(settings.worker, opts)
+        feeds = make_handler("minilm-l6").prepare(_texts(4, words)).feeds
+        for _ in range(rounds):
+            results.append((words, feeds, c.run("minilm-l6", feeds)))
+        c.close()
+    except Exception as e:  # surfaced by the test thread
+        errors.append(e)
+
+
+@pytest.mark.timeout(180)
+def test_requests_of_different_sequence_lengths_are_not_merged(
+        built_models, worker_db, client, engine_opts):
+    # Given clients sending token batches of different padded lengths at once,
+    _minilm_or_skip(worker_db)
+    results: list = []
+    errors: list = []
+    threads = [threading.Thread(target=_text_client, args=(built_models, engine_opts,
+                                                           3 + 4 * (i % 3), 15, results, errors))
+               for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(150)
+    # then every request succeeds with embeddings of its own rows (no merged batch failed over
+    # mismatched shapes), and any merged batch held one sequence length only.
+    assert not errors, errors
+    assert len(results) == 6 * 15
+    for _, _, outs in results:
+        assert outs[0].shape == (4, 384)
+        assert np.allclose(np.linalg.norm(outs[0], axis=1), 1, atol=1e-3)
+    by_len: dict = {}
+    for words, _, outs in results:
+        by_len.setdefault(words, []).append(outs[0])
+    for outs in by_len.values():  # same rows, same length: close whatever they merged with
+        for o in outs[1:]:
+            np.testing.assert_allclose(o, outs[0], atol=0.05)
+    assert client.stats()["merge_failures"] == 0
+
+
 def _client_loop(settings, opts, rows, rounds, results, errors):
     try:
         c = EngineClient(settings.worker, opts)

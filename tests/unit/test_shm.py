@@ -156,3 +156,19 @@ def test_small_dev_shm_gives_a_clear_error_naming_shm_size(shm_dir: Path) -> Non
 def test_real_dev_shm_free_space_is_checked() -> None:
     with pytest.raises(ShmTooSmall, match="shm_size"):
         check_space(Path("/dev/shm"), 1 << 60)
+
+
+def test_engine_mode_defaults_to_the_measured_choice_per_device() -> None:
+    from agentq.config import Settings, WorkerSettings
+    from workers.engine_client import resolve_mode
+
+    # The default is ``auto``: picked per device by bench/results/shm.json,
+    assert WorkerSettings().engine_mode == "auto"
+    assert Settings.from_env({"AGENTQ_WORKER_ENGINE_MODE": "shared"}).worker.engine_mode == "shared"
+    # in-process sessions on CPU, explicit choices kept as they are,
+    assert resolve_mode("auto", "cpu") == "inprocess"
+    assert resolve_mode("shared", "cpu") == "shared"
+    assert resolve_mode("inprocess", "cuda") == "inprocess"
+    # and a typo is an error, not a silent fallback.
+    with pytest.raises(ValueError, match="engine_mode"):
+        resolve_mode("share", "cpu")
