@@ -131,13 +131,14 @@ def test_duplicate_job_id_produced_twice_runs_once(faulty, worker_db):
     produce(s, jobs[:40] + twins[:40])
     produce(s, jobs[40:])
     produce(s, twins[40:])
-    # then each job_id has one ledger row, one result, and the first copy won.
+    # then each job_id has one ledger row and one result, recorded from one of its two copies
+    # (which copy wins is not ordered: the bridge dispatches batches concurrently).
     v = check_invariants(worker_db, s.kafka.jobs_topic, [j.job_id for j in jobs], len(jobs),
                          timeout_s=120)
     assert v.statuses == {"succeeded": len(jobs)}, faulty.logs()
     with worker_db.connect() as conn:
-        zero_inputs = conn.execute(text(
-            "SELECT count(*) FROM jobs WHERE job_id = ANY(CAST(:ids AS uuid[])) "
-            "AND input->'pixels' = CAST(:z AS jsonb)"),
-            {"ids": [j.job_id for j in jobs], "z": json.dumps([0.0] * 64)}).scalar_one()
-    assert zero_inputs == 0
+        recorded = dict(conn.execute(text(
+            "SELECT job_id::text, input FROM jobs WHERE job_id = ANY(CAST(:ids AS uuid[]))"),
+            {"ids": [j.job_id for j in jobs]}).all())
+    for j, twin in zip(jobs, twins, strict=True):
+        assert recorded[j.job_id] in (j.input, twin.input)
