@@ -11,12 +11,26 @@ import structlog
 from agentq.config import redact
 
 
+_SECRET_KEYS = ("password", "secret", "token", "api_key")
+
+
+def _redact_value(key: str, value: Any, depth: int = 0) -> Any:
+    """Hide secrets by key name and inside URLs, also in nested dicts and lists."""
+    if any(k in key.lower() for k in _SECRET_KEYS) and value:
+        return "***"
+    if isinstance(value, str):
+        return redact(value) if "://" in value else value
+    if depth < 4 and isinstance(value, dict):
+        return {k: _redact_value(str(k), v, depth + 1) for k, v in value.items()}
+    if depth < 4 and isinstance(value, list | tuple):
+        return [_redact_value(key, v, depth + 1) for v in value]
+    return value
+
+
 def _redact_processor(_logger: Any, _name: str, event: dict[str, Any]) -> dict[str, Any]:
-    for key, value in event.items():
-        if isinstance(value, str) and "://" in value:
-            event[key] = redact(value)
-        elif "password" in key or "secret" in key:
-            event[key] = "***"
+    for key, value in list(event.items()):
+        if key != "event":
+            event[key] = _redact_value(key, value)
     return event
 
 

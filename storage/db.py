@@ -13,5 +13,15 @@ def make_engine(url: str, pool_size: int = 5, app_name: str = "agentq") -> Engin
         max_overflow=pool_size,
         pool_pre_ping=True,
         pool_recycle=1800,
-        connect_args={"application_name": app_name, "connect_timeout": 5},
+        connect_args={
+            "application_name": app_name,
+            "connect_timeout": 5,
+            # A peer that vanished without closing (network partition, killed host) must not
+            # hang a pooled connection forever: TCP keepalives plus a user timeout bound it.
+            "keepalives": 1,
+            "keepalives_idle": 10,
+            "keepalives_interval": 5,
+            "keepalives_count": 3,
+            "tcp_user_timeout": 30_000,
+        },
     )

@@ -26,3 +26,16 @@ def test_repr_never_shows_passwords():
 def test_redact():
     assert redact("redis://:pw@h:1/0") == "redis://:***@h:1/0"
     assert redact("postgresql+psycopg://a:b@c/d") == "postgresql+psycopg://a:***@c/d"
+
+
+def test_log_redaction_reaches_nested_values():
+    from agentq.log import _redact_processor
+
+    event = {"event": "connecting", "options": {"sasl_plain_password": "pw1",
+                                                "url": "redis://:pw2@h:1/0",
+                                                "nested": [{"api_token": "pw3"}]},
+             "password": "pw4", "bootstrap": "h:9092"}
+    out = repr(_redact_processor(None, "info", event))
+    for secret in ("pw1", "pw2", "pw3", "pw4"):
+        assert secret not in out
+    assert "h:9092" in out
