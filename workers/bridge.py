@@ -119,7 +119,10 @@ class Bridge:
             group_id=k.group_id, enable_auto_commit=False, auto_offset_reset="earliest",
             max_poll_records=settings.bridge.poll_max_records,
             session_timeout_ms=k.session_timeout_ms, max_poll_interval_ms=k.max_poll_interval_ms,
-            fetch_max_wait_ms=50, client_id="agentq-bridge", **k.client_options(),
+            fetch_max_wait_ms=50, client_id="agentq-bridge",
+            # A subscription made before its topic's metadata is known would otherwise wait for
+            # the default 5-minute metadata refresh before it gets partitions.
+            metadata_max_age_ms=10_000, **k.client_options(),
         )
         self.consumer.subscribe([k.jobs_topic], listener=_Listener(self))
 
