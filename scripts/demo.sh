@@ -5,12 +5,5 @@
 #   bash scripts/demo.sh                 # 10,000 digits jobs + 1,000 minilm jobs
 #   bash scripts/demo.sh --digits 100000 --minilm 0
 set -euo pipefail
-cd "$(dirname "${BASH_SOURCE[0]}")/.."
-. scripts/env.sh
-venv="$(bash scripts/bootstrap.sh | tail -n 1)"
-export PATH="$venv/bin:$PATH"
-
-bash scripts/services.sh up
-agentq db upgrade
-agentq models build
+. "$(dirname "${BASH_SOURCE[0]}")/prepare.sh"
 exec agentq demo "$@"

@@ -1,20 +1,14 @@
 #!/usr/bin/env bash
 # The full test suite, from a fresh machine: venv, services, schema, models, pytest.
 #
-#   bash scripts/test.sh                # default run: unit + integration (not slow)
-#   AGENTQ_TEST_ARGS="-m slow" bash scripts/test.sh   # the long fault/soak tests
+#   bash scripts/test.sh                            # unit + integration, not the slow ones
+#   AGENTQ_TEST_MARKS="not soak" bash scripts/test.sh   # also the slow fault rows (what CI runs)
+#   AGENTQ_TEST_MARKS="soak" bash scripts/test.sh       # the few-minute soak with random faults
+#   bash scripts/test.sh tests/unit -x                  # extra arguments go to pytest
 #
 # Under CI=true a missing service fails the run instead of skipping.
 set -euo pipefail
-cd "$(dirname "${BASH_SOURCE[0]}")/.."
-. scripts/env.sh
-venv="$(bash scripts/bootstrap.sh | tail -n 1)"
-export PATH="$venv/bin:$PATH"
-
-bash scripts/services.sh up
-agentq db upgrade
-agentq models build
+. "$(dirname "${BASH_SOURCE[0]}")/prepare.sh"
 t0=$SECONDS
-# shellcheck disable=SC2086
-python -m pytest -p no:cacheprovider ${AGENTQ_TEST_ARGS:--m "not slow"} "$@"
+python -m pytest -p no:cacheprovider -m "${AGENTQ_TEST_MARKS:-not slow}" "$@"
 echo "tests took $((SECONDS - t0)) s"

@@ -20,7 +20,8 @@ from tests.faults.harness import TERMINAL, marker, restore_services, services_sh
 from tests.faults.stream import Produced
 from tests.support import wait_for
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(1800)]
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.soak,
+              pytest.mark.timeout(1800)]
 
 
 def test_soak_with_random_faults(faulty, worker_db, restore, tmp_path):

@@ -30,17 +30,6 @@ def _produce(settings, jobs):
         producer.flush()
 
 
-def _direct(settings, worker_db, model: str, inputs: list[dict]) -> list[dict]:
-    """The registered active variant run here, outside the pipeline, one job at a time."""
-    engine = InferenceEngine(settings.worker, worker_db)
-    handler = make_handler(model)
-    out = []
-    for inp in inputs:
-        prepared = handler.prepare([inp])
-        out.extend(handler.results(engine.run(model, prepared.feeds), prepared))
-    return out
-
-
 def _run_batch(settings, worker_db, model: str, inputs: list[dict]) -> list[dict]:
     engine = InferenceEngine(settings.worker, worker_db)
     handler = make_handler(model)
@@ -67,7 +56,7 @@ def test_every_digits_job_gets_one_result_equal_to_the_model_run_directly(stack,
     by_id = {r.job_id: r for r in rows}
     assert len(rows) == len(jobs)  # exactly one result row per job (job_id is the key)
 
-    direct = _direct(s, worker_db, "digits-mlp", [j.input for j in jobs])
+    direct = [r for j in jobs for r in _run_batch(s, worker_db, "digits-mlp", [j.input])]
     for job, ref in zip(jobs, direct, strict=True):
         got = by_id[job.job_id]
         assert got.label == ref["label"]
