@@ -1,7 +1,14 @@
 # agentq application image (bridge, workers, migrations, model build).
-# CPU inference: torch comes from the PyTorch CPU wheel index (no CUDA
-# libraries); GPU images would add the `gpu` extra on a CUDA base instead.
+# CPU inference by default: torch comes from the PyTorch CPU wheel index (no CUDA
+# libraries; torch only builds models, the worker runtime never imports it).
+#
+# GPU worker image (compose service worker-gpu):  docker build --build-arg AGENTQ_GPU=1 .
+# installs the `gpu` extra (onnxruntime-gpu, replacing onnxruntime) with the CUDA 12 and
+# cuDNN 9 runtime libraries from their NVIDIA wheels, registered with ldconfig; the
+# driver comes from the host through the NVIDIA Container Toolkit.
 FROM python:3.11-slim
+
+ARG AGENTQ_GPU=0
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
@@ -20,6 +27,18 @@ COPY pyproject.toml ./
 RUN python -c "import tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))['project']; print('\n'.join(p['dependencies']))" > /tmp/requirements.txt \
  && pip install -r /tmp/requirements.txt \
  && rm /tmp/requirements.txt
+
+# 2b. GPU image only: swap onnxruntime for the `gpu` extra (same `onnxruntime` module).
+RUN if [ "$AGENTQ_GPU" = "1" ]; then \
+      python -c "import tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))['project']; print('\n'.join(p['optional-dependencies']['gpu']))" > /tmp/gpu.txt \
+   && pip uninstall -y onnxruntime \
+   && sed 's/^onnxruntime-gpu/onnxruntime-gpu[cuda,cudnn]/' /tmp/gpu.txt > /tmp/gpu-libs.txt \
+   && pip install -r /tmp/gpu-libs.txt \
+   && python -c "import glob, site; print('\n'.join(sorted(glob.glob(site.getsitepackages()[0] + '/nvidia/*/lib'))))" > /etc/ld.so.conf.d/agentq-nvidia.conf \
+   && ldconfig \
+   && python -c "import onnxruntime as ort; assert 'CUDAExecutionProvider' in ort.get_available_providers(), ort.get_available_providers()" \
+   && rm /tmp/gpu.txt /tmp/gpu-libs.txt; \
+    elif [ "$AGENTQ_GPU" != "0" ]; then echo "AGENTQ_GPU must be 0 or 1" >&2; exit 1; fi
 
 # 3. The project itself.
 COPY alembic.ini ./

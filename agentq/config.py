@@ -115,7 +115,7 @@ class Settings:
     )
     queue_prefix: str = ""  # Celery queues are <prefix>cpu and <prefix>gpu
     log_level: str = "INFO"
-    log_json: bool = False
+    log_json: bool | None = None  # None (AGENTQ_LOG_JSON unset): JSON lines unless stderr is a TTY
 
     __repr__ = _repr_redacted
 
@@ -146,8 +146,15 @@ class Settings:
             worker_database_url=e.get("AGENTQ_WORKER_DATABASE_URL", base.worker_database_url),
             queue_prefix=e.get("AGENTQ_QUEUE_PREFIX", base.queue_prefix),
             log_level=e.get("AGENTQ_LOG_LEVEL", base.log_level),
-            log_json=e.get("AGENTQ_LOG_JSON", "0").lower() in ("1", "true", "yes"),
+            log_json=_flag(e.get("AGENTQ_LOG_JSON")),
         )
+
+
+def _flag(raw: str | None) -> bool | None:
+    """A tri-state switch: unset or empty is ``None`` (auto), else 1/true/yes is ``True``."""
+    if raw is None or not raw.strip():
+        return None
+    return raw.strip().lower() in ("1", "true", "yes")
 
 
 def _apply(obj: Any, env: Mapping[str, str], prefix: str, aliases: dict[str, str] | None = None):

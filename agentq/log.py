@@ -10,7 +10,6 @@ import structlog
 
 from agentq.config import redact
 
-
 _SECRET_KEYS = ("password", "secret", "token", "api_key")
 
 
@@ -34,8 +33,14 @@ def _redact_processor(_logger: Any, _name: str, event: dict[str, Any]) -> dict[s
     return event
 
 
-def configure_logging(level: str = "INFO", json: bool = False) -> None:
-    """Configure structlog and the stdlib root logger once per process."""
+def configure_logging(level: str = "INFO", json: bool | None = None) -> None:
+    """Configure structlog and the stdlib root logger once per process.
+
+    ``json=None`` (``AGENTQ_LOG_JSON`` unset) picks by where stderr goes: JSON lines when it is not
+    a TTY (files, pipes, containers, log shippers), key-value lines on a terminal.
+    """
+    if json is None:
+        json = not _isatty(sys.stderr)
     logging.basicConfig(stream=sys.stderr, level=level.upper(), format="%(message)s")
     for noisy in ("kafka", "celery.redirected"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
@@ -54,6 +59,13 @@ def configure_logging(level: str = "INFO", json: bool = False) -> None:
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=True,
     )
+
+
+def _isatty(stream: Any) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):  # no isatty, or a closed stream
+        return False
 
 
 def get_logger(name: str) -> Any:
