@@ -130,7 +130,7 @@ class Settings:
         worker = _apply(base.worker, e, "AGENTQ_WORKER_", {"models_dir": "MODELS_DIR"})
         if "AGENTQ_MODELS_DIR" in e:
             worker = replace(worker, models_dir=Path(e["AGENTQ_MODELS_DIR"]))
-        elif "AGENTQ_HOME" in e:
+        elif "AGENTQ_HOME" in e and "AGENTQ_WORKER_MODELS_DIR" not in e:
             worker = replace(worker, models_dir=Path(e["AGENTQ_HOME"]) / "models")
         redis_url = e.get("AGENTQ_REDIS_URL", base.redis_url)
         if e.get("AGENTQ_REDIS_PASSWORD") and "@" not in redis_url:
