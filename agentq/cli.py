@@ -98,11 +98,16 @@ def cmd_produce(args: argparse.Namespace, settings: Settings) -> int:
     return produce_main(args, settings)
 
 
+BENCHMARKS = {"models": "bench.models_bench", "e2e": "bench.e2e", "shm": "bench.shm_bench",
+              "burst": "bench.burst"}
+GENERIC = {"status": "workers.status", "autoscale": "workers.autoscale_cli",
+           "reaper": "workers.reaper", "demo": "agentq.demo"}
+
+
 def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
     import importlib
 
-    module = {"models": "bench.models_bench", "e2e": "bench.e2e",
-              "shm": "bench.shm_bench"}.get(args.which)
+    module = BENCHMARKS.get(args.which)
     if module is None:
         print(f"unknown benchmark {args.which!r}", file=sys.stderr)
         return 2
@@ -145,18 +150,17 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("check", help="liveness: exit 0 when Kafka, Redis, Postgres answer")
     sp.set_defaults(fn=cmd_check)
 
-    sp = sub.add_parser("bench", help="benchmarks: models | e2e | shm")
+    sp = sub.add_parser("bench", help="benchmarks: models | e2e | shm | burst")
     sp.add_argument("which")
     sp.add_argument("rest", nargs=argparse.REMAINDER)
     sp.set_defaults(fn=cmd_bench)
 
-    for name, module, text in [
-        ("status", "workers.status", "live view of lag, queues, workers, latency"),
-        ("autoscale", "workers.autoscale_cli", "lag-driven autoscaler"),
-        ("reaper", "workers.reaper", "re-enqueue jobs stuck past their lease"),
-        ("demo", "agentq.demo", "push a job stream through the whole system"),
-    ]:
-        sp = sub.add_parser(name, help=text)
+    helps = {"status": "live view of lag, queues, workers, latency",
+             "autoscale": "lag-driven autoscaler",
+             "reaper": "re-enqueue jobs stuck past their lease",
+             "demo": "push a job stream through the whole system"}
+    for name, module in GENERIC.items():
+        sp = sub.add_parser(name, help=helps[name])
         sp.add_argument("rest", nargs=argparse.REMAINDER)
         sp.set_defaults(fn=cmd_generic(module))
     return p
@@ -166,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     # Subcommands with their own parsers get their arguments untouched.
-    passthrough = {"models": 1, "bench": 2, "status": 1, "autoscale": 1, "reaper": 1, "demo": 1}
+    passthrough = {"models": 1, "bench": 2, **{name: 1 for name in GENERIC}}
     n = passthrough.get(argv[0]) if argv else None
     if n is not None and not (len(argv) > 1 and argv[1] in ("-h", "--help") and n == 2):
         args = parser.parse_args(argv[:n])
