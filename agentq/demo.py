@@ -7,6 +7,7 @@ import argparse
 import json
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +45,7 @@ GROUP BY r.label ORDER BY r.label
 """
 
 
-def _table(title: str, rows: list[Any]) -> Table:
+def _table(title: str, rows: Sequence[Any]) -> Table:
     table = Table(title=title)
     if not rows:
         return table

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import MutableMapping
 from typing import Any
 
 import structlog
@@ -26,7 +27,8 @@ def _redact_value(key: str, value: Any, depth: int = 0) -> Any:
     return value
 
 
-def _redact_processor(_logger: Any, _name: str, event: dict[str, Any]) -> dict[str, Any]:
+def _redact_processor(_logger: Any, _name: str,
+                      event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     for key, value in list(event.items()):
         if key != "event":
             event[key] = _redact_value(key, value)

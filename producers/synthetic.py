@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterator
+from typing import Any
 
 from producers.contract import JobMessage
 
@@ -41,6 +42,7 @@ def synthetic_jobs(model: str, count: int, seed: int = 0, tenant: str | None = N
     rng = random.Random(seed)
     images = digits_pixels() if model == "digits-mlp" else []
     for i in range(count):
+        inp: dict[str, Any]
         if model == "digits-mlp":
             inp = {"pixels": images[i % len(images)]}
         else:
