@@ -89,6 +89,9 @@ class BridgeSettings:
     queue_high_watermark: int = 200
     queue_low_watermark: int = 50
     commit_interval_ms: int = 500
+    # While batches already wait in the Celery queue, a batch may grow for up to this long
+    # (it goes as soon as the queue is empty); 0 keeps the plain max_wait_ms window.
+    busy_wait_ms: int = 1000
 
 
 @dataclass(frozen=True)

@@ -45,7 +45,6 @@ log = get_logger("agentq.bridge")
 REJECT_NS = uuid.UUID("6f1c2d4e-7a8b-4c9d-8e0f-123456789abc")
 MODEL_BATCH_SCALE = {"digits-mlp": 4}  # tiny model: per-batch overheads dominate, batch bigger
 DISPATCH_THREADS = 3
-BUSY_WAIT_MS = 1000  # cap on the batch window while batches already wait for a worker
 
 
 def _ts(ms: float | None) -> datetime | None:
@@ -168,12 +167,13 @@ class Bridge:
         self.commit()
 
     def window_ms(self) -> float:
-        """``max_wait_ms``, or up to ``BUSY_WAIT_MS`` while batches already wait in the Celery
+        """``max_wait_ms``, or up to ``busy_wait_ms`` while batches already wait in the Celery
         queue: a batch sent now would only queue behind them, so it may as well grow (bigger
         batches, hence more throughput, exactly when the workers are the bottleneck); it goes
         as soon as the queue is empty again."""
         wait = self.s.bridge.max_wait_ms
-        return max(wait, BUSY_WAIT_MS) if self.router.depth() > 0 else wait
+        busy = self.s.bridge.busy_wait_ms
+        return max(wait, busy) if busy and self.router.depth() > 0 else wait
 
     def _accept(self, tp: TopicPartition, r: Any, now_ms: float) -> None:
         self.stats["received"] += 1
