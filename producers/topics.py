@@ -24,3 +24,14 @@ def ensure_topics(settings: KafkaSettings, extra: dict[str, int] | None = None) 
                 pass
     finally:
         admin.close()
+
+
+def delete_topics(settings: KafkaSettings, names: list[str]) -> None:
+    """Delete topics that exist among ``names`` (test and benchmark clean-up)."""
+    admin = KafkaAdminClient(client_id="agentq-admin", **settings.client_options())
+    try:
+        existing = [n for n in names if n in set(admin.list_topics())]
+        if existing:
+            admin.delete_topics(existing)
+    finally:
+        admin.close()

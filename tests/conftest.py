@@ -85,7 +85,7 @@ def worker_db(migrated: Settings):
 @pytest.fixture
 def stack(built_models: Settings, request: pytest.FixtureRequest, tmp_path: Path):
     """An isolated topic/group/queue set plus a process group torn down after the test."""
-    from producers.topics import ensure_topics
+    from producers.topics import delete_topics, ensure_topics
 
     s, env = isolated_settings(built_models, request.node.name[:20].replace("_", "-"))
     ensure_topics(s.kafka)
@@ -95,6 +95,10 @@ def stack(built_models: Settings, request: pytest.FixtureRequest, tmp_path: Path
     st.stop_all()
     if request.node.rep_call.failed if hasattr(request.node, "rep_call") else False:
         print(st.logs())
+    try:  # best effort: keep the broker from collecting one topic pair per test run
+        delete_topics(s.kafka, [s.kafka.jobs_topic, s.kafka.dlq_topic])
+    except Exception as e:  # a broker killed by a fault test may still be coming back
+        print(f"topic clean-up skipped: {e}")
 
 
 @pytest.hookimpl(hookwrapper=True, tryfirst=True)
