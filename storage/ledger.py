@@ -30,24 +30,6 @@ def record_jobs(conn: Connection, rows: Sequence[dict[str, Any]]) -> set[str]:
     return {r[0] for r in conn.execute(stmt.returning(jobs.c.job_id))}
 
 
-def start_jobs(conn: Connection, job_ids: Sequence[str], started_at: datetime) -> dict[str, int]:
-    """Mark live jobs running and count the attempt; returns {job_id: attempts} of those claimed.
-
-    Jobs already terminal (a duplicate delivery of a finished batch) are not returned.
-    """
-    if not job_ids:
-        return {}
-    res = conn.execute(
-        text(
-            "UPDATE jobs SET status = 'running', started_at = :t, attempts = attempts + 1, "
-            "updated_at = now() WHERE job_id = ANY(CAST(:ids AS uuid[])) "
-            "AND status IN ('queued', 'running') RETURNING job_id, attempts"
-        ),
-        {"t": started_at, "ids": list(job_ids)},
-    )
-    return {str(r[0]): int(r[1]) for r in res}
-
-
 def finish_jobs(
     conn: Connection,
     result_rows: Sequence[dict[str, Any]],
@@ -141,8 +123,3 @@ def requeue_jobs(conn: Connection, job_ids: Sequence[str], reason: str, error: s
         {"ids": list(job_ids), "r": reason, "e": error[:2000]},
     )
     return res.rowcount
-
-
-def status_counts(conn: Connection) -> dict[str, int]:
-    rows = conn.execute(text("SELECT status::text, count(*) FROM jobs GROUP BY 1"))
-    return {r[0]: int(r[1]) for r in rows}

@@ -13,8 +13,6 @@ from celery import Celery, signals
 from agentq.config import Settings
 from agentq.log import configure_logging
 
-QUEUES = ("cpu", "gpu")
-
 
 def make_celery(settings: Settings) -> Celery:
     app = Celery("agentq", broker=settings.redis_url, include=["workers.tasks"])

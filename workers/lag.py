@@ -16,8 +16,8 @@ from sqlalchemy import Engine, text
 
 from agentq.config import KafkaSettings, Settings
 from workers.autoscaler import PartitionLag
+from workers.routing import queue_depths
 
-QUEUES = ("cpu", "gpu")
 TERMINAL_SQL = "('succeeded','failed','rejected','expired')"
 
 
@@ -96,10 +96,7 @@ class RateMeter:
 
 def queue_depth(client: redis.Redis, prefix: str = "") -> int:
     """Batches waiting in the Celery queues (``<prefix>cpu`` and ``<prefix>gpu``)."""
-    pipe = client.pipeline()
-    for q in QUEUES:
-        pipe.llen(prefix + q)
-    return int(sum(pipe.execute()))
+    return sum(queue_depths(client, prefix).values())
 
 
 class LedgerMeter:

@@ -26,6 +26,14 @@ from storage.schema import models
 log = get_logger("agentq.routing")
 
 QUEUES = ("cpu", "gpu")
+
+
+def queue_depths(client: redis.Redis, prefix: str = "") -> dict[str, int]:
+    """Batches waiting per Celery queue (``<prefix>cpu``, ``<prefix>gpu``), one round trip."""
+    pipe = client.pipeline()
+    for q in QUEUES:
+        pipe.llen(prefix + q)
+    return dict(zip(QUEUES, (int(n) for n in pipe.execute()), strict=True))
 GPU_OVERFLOW_DEPTH = 100  # batches waiting on gpu before a cpu-capable model spills to cpu
 
 
@@ -112,10 +120,7 @@ class Router:
         now = time.monotonic()
         if now - self._depth_at >= max_age_s:
             try:
-                pipe = self.redis.pipeline()
-                for q in QUEUES:
-                    pipe.llen(self.prefix + q)
-                self._depths = dict(zip(QUEUES, pipe.execute(), strict=True))
+                self._depths = queue_depths(self.redis, self.prefix)
             except redis.RedisError:
                 pass
             self._depth_at = now
