@@ -20,6 +20,7 @@ from storage.ledger import end_jobs, finish_jobs
 from storage.retry import claim_jobs, count_attempt, fail_jobs, retry_later
 from storage.schema import JobStatus
 from workers import metrics
+from workers.errors import EngineUnavailable
 from workers.failpoints import active as failpoints_active
 from workers.failpoints import failpoint, failpoint_keys
 from workers.handlers import Prepared
@@ -58,6 +59,8 @@ def _infer(ctx: Any, model: str, prepared: Prepared,
         if keys:
             failpoint_keys("worker.item", keys)
         return ctx.engine.run(model, prepared.feeds), {}
+    except EngineUnavailable:
+        raise  # not the jobs' fault: run_batch gives the batch back and retries the task
     except Exception as batch_error:  # ORT raises plain RuntimeError subclasses
         log.warning("batch_inference_failed", model=model, error=str(batch_error))
     per_item: list[list[np.ndarray]] = []
@@ -70,6 +73,8 @@ def _infer(ctx: Any, model: str, prepared: Prepared,
                 failpoint_keys("worker.item", [keys[k]])
             per_item.append(ctx.engine.run(model, feeds))
             keep.append(k)
+        except EngineUnavailable:
+            raise
         except Exception as e:
             errors[idx] = f"inference failed: {e}"
     if not per_item:

@@ -10,7 +10,6 @@ from typing import Any
 from sqlalchemy.exc import OperationalError
 
 from agentq.log import get_logger
-from producers.contract import RejectReason
 from storage.ledger import requeue_jobs
 from storage.retry import fail_jobs
 from workers.app import app, worker_context
@@ -73,4 +72,4 @@ def _give_back(ctx: Any, ids: list[str], reason: str, error: str, retries: int) 
     dead_letter(ctx.dead_letters(), failed)
 
 
-__all__ = ["run_batch", "RejectReason"]
+__all__ = ["run_batch"]
