@@ -6,6 +6,8 @@ each result is compared with the same registered model run directly in this proc
 
 from __future__ import annotations
 
+import random
+
 import numpy as np
 import pytest
 from sklearn.datasets import load_digits
@@ -23,11 +25,17 @@ from workers.handlers import make_handler
 pytestmark = pytest.mark.integration
 
 
-def _produce(settings, jobs):
-    with JobProducer(settings.kafka, settings.limits) as producer:
+def _run_through_pipeline(stack, worker_db, jobs, concurrency: int) -> None:
+    """Start a worker pool and a bridge, produce ``jobs``, wait until every one succeeded."""
+    stack.worker(concurrency=concurrency)
+    stack.bridge()
+    s = stack.settings
+    with JobProducer(s.kafka, s.limits) as producer:
         for job in jobs:
             producer.send(job)
         producer.flush()
+    statuses = wait_terminal(worker_db, [j.job_id for j in jobs], timeout_s=240)
+    assert set(statuses.values()) == {"succeeded"}, stack.logs()
 
 
 def _run_batch(settings, worker_db, model: str, inputs: list[dict]) -> list[dict]:
@@ -39,14 +47,10 @@ def _run_batch(settings, worker_db, model: str, inputs: list[dict]) -> list[dict
 
 def test_every_digits_job_gets_one_result_equal_to_the_model_run_directly(stack, worker_db):
     s = stack.settings
-    stack.worker(concurrency=2)
-    stack.bridge()
     digits = load_digits()
     jobs = [JobMessage.new("digits-mlp", {"pixels": row.tolist()}) for row in digits.data]
     assert len(jobs) >= 1000
-    _produce(s, jobs)
-    statuses = wait_terminal(worker_db, [j.job_id for j in jobs], timeout_s=240)
-    assert set(statuses.values()) == {"succeeded"}, stack.logs()
+    _run_through_pipeline(stack, worker_db, jobs, concurrency=2)
 
     with worker_db.connect() as conn:
         rows = conn.execute(text(
@@ -82,16 +86,10 @@ def test_minilm_worker_uses_the_registered_int8_variant_and_matches_the_engine(s
             pytest.skip(f"minilm-l6 not built here: {e}")
     assert registered["variant"] == "int8"
     s = stack.settings
-    stack.worker(concurrency=1)
-    stack.bridge()
-    import random
-
     rng = random.Random(3)
     texts = ["ok", "Refund?", "reset my password please"] + [sentence(rng) for _ in range(37)]
     jobs = [JobMessage.new("minilm-l6", {"text": t}) for t in texts]
-    _produce(s, jobs)
-    statuses = wait_terminal(worker_db, [j.job_id for j in jobs], timeout_s=240)
-    assert set(statuses.values()) == {"succeeded"}, stack.logs()
+    _run_through_pipeline(stack, worker_db, jobs, concurrency=1)
     with worker_db.connect() as conn:
         rows = conn.execute(text(
             "SELECT r.job_id::text, r.embedding, j.batch_id FROM results r JOIN jobs j "
