@@ -81,6 +81,8 @@ class Limits:
 
 @dataclass(frozen=True)
 class BridgeSettings:
+    """``AGENTQ_BRIDGE_*``; per-model batch scales are ``AGENTQ_BRIDGE_BATCH_SCALE_<MODEL>``."""
+
     max_batch: int = 64
     max_wait_ms: int = 20
     poll_max_records: int = 2_000
@@ -92,6 +94,10 @@ class BridgeSettings:
     # While batches already wait in the Celery queue, a batch may grow for up to this long
     # (it goes as soon as the queue is empty); 0 keeps the plain max_wait_ms window.
     busy_wait_ms: int = 1000
+    dispatch_threads: int = 3  # threads making batches durable (ledger write, then publish)
+    reaper: bool = True  # run the reaper thread inside the bridge
+    # Batch size multiplier by model name over the catalogue's own (digits-mlp: 4).
+    batch_scale: Mapping[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -102,7 +108,44 @@ class WorkerSettings:
     max_attempts: int = 3
     lease_s: int = 120
     device: str = "auto"  # auto | cpu | cuda
-    engine_mode: str = "auto"  # inprocess | shared | auto: per device, as measured (engine_client)
+    engine_mode: str = "auto"  # inprocess | shared | auto: per device, as measured (engine.client)
+    max_task_retries: int = 8  # retries of a whole batch whose engine is unavailable
+    retry_backoff_s: float = 0.5  # base of the exponential backoff with full jitter
+    retry_backoff_cap_s: float = 30.0
+
+
+@dataclass(frozen=True)
+class EngineOptions:
+    """``AGENTQ_ENGINE_*``: knobs of the shared engine process (``engine_mode=shared``)."""
+
+    n_slots: int = 16  # concurrent requests in flight; >= pool processes x threads
+    slot_bytes: int = 2 << 20  # 2 MiB: a 64x128 minilm batch needs 128 KiB in, 96 KiB out
+    max_batch: int = 64  # rows per merged device batch unless the registry row says otherwise
+    shm_dir: Path = Path("/dev/shm")
+    run_dir: Path | None = None  # default: <tmp>/agentq-engine-<watch_pid>
+    watch_pid: int = 0  # the engine exits when this process is gone (0: the starting client)
+    threads: int = 0  # batches run at once (runner threads); 0 = one per CPU, 1 on CUDA
+    start_timeout_s: float = 60.0
+    request_timeout_s: float = 120.0
+    slot_wait_s: float = 10.0
+
+
+@dataclass(frozen=True)
+class ScalingConfig:
+    """``AGENTQ_AUTOSCALE_*`` (flags of `agentq autoscale` win)."""
+
+    min_workers: int = 1
+    max_workers: int = 8
+    target_drain_s: float = 30.0  # drain the backlog within this time
+    scale_down_window_s: float = 60.0  # stabilisation window before any scale-down
+    gain_settle_s: float = 10.0  # wait this long after a scale-up before judging its gain
+    min_gain_fraction: float = 0.25  # of the expected gain; below it the pool is saturated
+    saturation_hold_s: float = 120.0  # keep the saturation cap this long
+    assumed_per_worker_jobs_s: float = 50.0  # per-worker rate before any was measured
+    tolerance: float = 0.1  # fraction of a worker ignored when rounding up
+    min_bridges: int = 1
+    max_partitions: int = 4  # partitions of the jobs topic (bridges never exceed it)
+    bridge_jobs_s: float = 5_000.0  # what one bridge moves per second
 
 
 @dataclass(frozen=True)
@@ -111,6 +154,11 @@ class Settings:
     limits: Limits = field(default_factory=Limits)
     bridge: BridgeSettings = field(default_factory=BridgeSettings)
     worker: WorkerSettings = field(default_factory=WorkerSettings)
+    engine: EngineOptions = field(default_factory=EngineOptions)
+    autoscale: ScalingConfig = field(default_factory=ScalingConfig)
+    # Queue pins by model name, from AGENTQ_ROUTE_<MODEL>=cpu|gpu (e.g. AGENTQ_ROUTE_MINILM_L6).
+    routes: Mapping[str, str] = field(default_factory=dict)
+    metrics_port: int = 0  # Prometheus endpoint of bridge, workers, autoscaler; 0 = off
     redis_url: str = "redis://127.0.0.1:16379/0"
     database_url: str = "postgresql+psycopg://agentq_owner:agentq_owner@127.0.0.1:55432/agentq"
     worker_database_url: str = (
@@ -130,6 +178,8 @@ class Settings:
         kafka = _apply(base.kafka, e, "AGENTQ_KAFKA_", {"bootstrap_servers": "BOOTSTRAP"})
         limits = _apply(base.limits, e, "AGENTQ_LIMIT_")
         bridge = _apply(base.bridge, e, "AGENTQ_BRIDGE_")
+        scales = {m: int(v) for m, v in _by_model(e, "AGENTQ_BRIDGE_BATCH_SCALE_").items()}
+        bridge = replace(bridge, batch_scale=scales)
         worker = _apply(base.worker, e, "AGENTQ_WORKER_", {"models_dir": "MODELS_DIR"})
         if "AGENTQ_MODELS_DIR" in e:
             worker = replace(worker, models_dir=Path(e["AGENTQ_MODELS_DIR"]))
@@ -144,6 +194,10 @@ class Settings:
             limits=limits,
             bridge=bridge,
             worker=worker,
+            engine=_apply(base.engine, e, "AGENTQ_ENGINE_"),
+            autoscale=_apply(base.autoscale, e, "AGENTQ_AUTOSCALE_"),
+            routes=_by_model(e, "AGENTQ_ROUTE_"),
+            metrics_port=int(e.get("AGENTQ_METRICS_PORT", "0") or 0),
             redis_url=redis_url,
             database_url=e.get("AGENTQ_DATABASE_URL", base.database_url),
             worker_database_url=e.get("AGENTQ_WORKER_DATABASE_URL", base.worker_database_url),
@@ -151,6 +205,12 @@ class Settings:
             log_level=e.get("AGENTQ_LOG_LEVEL", base.log_level),
             log_json=_flag(e.get("AGENTQ_LOG_JSON")),
         )
+
+
+def _by_model(env: Mapping[str, str], prefix: str) -> dict[str, str]:
+    """``PREFIX<MODEL>=value`` variables by model name (``MINILM_L6`` is ``minilm-l6``)."""
+    return {k[len(prefix):].lower().replace("_", "-"): v for k, v in env.items()
+            if k.startswith(prefix) and len(k) > len(prefix)}
 
 
 def _flag(raw: str | None) -> bool | None:
@@ -169,12 +229,16 @@ def _apply(obj: Any, env: Mapping[str, str], prefix: str, aliases: dict[str, str
             continue
         raw = env[key]
         current = getattr(obj, f.name)
+        if f.name == "batch_scale" or isinstance(current, Mapping):
+            continue  # read by model name (_by_model)
         if isinstance(current, bool):
             changes[f.name] = raw.lower() in ("1", "true", "yes")
         elif isinstance(current, int):
             changes[f.name] = int(raw)
-        elif isinstance(current, Path):
-            changes[f.name] = Path(raw)
+        elif isinstance(current, float):
+            changes[f.name] = float(raw)
+        elif isinstance(current, Path) or (current is None and "Path" in str(f.type)):
+            changes[f.name] = Path(raw) if raw else None
         else:
             changes[f.name] = raw or None
     return replace(obj, **changes)

@@ -82,7 +82,7 @@ class Sampler(threading.Thread):
 
 def autoscaler_argv(trace: Path, min_workers: int, max_workers: int, target_drain_s: float,
                     down_window_s: float, settle_s: float, interval_s: float = 1.0) -> list[str]:
-    return [sys.executable, "-m", "agentq.cli", "autoscale", "--trace", str(trace),
+    return [sys.executable, "-m", "cli.main", "autoscale", "--trace", str(trace),
             "--min-workers", str(min_workers), "--max-workers", str(max_workers),
             "--target-drain-s", str(target_drain_s), "--scale-down-window-s", str(down_window_s),
             "--gain-settle-s", str(settle_s), "--interval-s", str(interval_s),
@@ -147,8 +147,7 @@ def plot(result: dict[str, Any], path: Path) -> None:
     fig.savefig(path, dpi=110)
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m bench.burst", description=__doc__)
+def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rate", type=float, default=300.0)
     p.add_argument("--burst-s", type=float, default=60.0)
     p.add_argument("--idle-s", type=float, default=90.0)
@@ -159,13 +158,30 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--target-drain-s", type=float, default=15.0)
     p.add_argument("--down-window-s", type=float, default=30.0)
     p.add_argument("--out", type=Path, default=RESULTS)
-    args = p.parse_args(argv)
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser('burst', help='a burst: offered load, lag, workers, throughput', description=__doc__,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(p)
+    p.set_defaults(run=command)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from agentq.config import Settings
+
+    p = argparse.ArgumentParser(prog="python -m bench.burst", description=__doc__)
+    add_arguments(p)
+    return command(p.parse_args(argv), Settings.from_env())
+
+
+def command(args: argparse.Namespace, settings: Any) -> int:
 
     from agentq.config import Settings
     from producers.topics import ensure_topics
     from storage.db import make_engine
     from tests.support import Stack, isolated_settings, wait_terminal
-    from workers.lag import inflight_jobs
+    from ops.lag import inflight_jobs
 
     base = Settings.from_env()
     s, env = isolated_settings(base, "bench-burst")

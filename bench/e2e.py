@@ -33,7 +33,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from sqlalchemy import Engine, text
 
 from agentq.config import Settings
-from agentq.procs import Stack
+from ops.stack import Stack
 from producers.cli import produce
 from producers.contract import JobMessage
 from producers.synthetic import sentence, synthetic_jobs
@@ -42,7 +42,7 @@ from storage.db import make_engine
 from storage.registry import active_variant, registered_names
 
 RESULTS = Path(__file__).resolve().parent / "results"
-BATCH = {"digits-mlp": 256, "minilm-l6": 64}  # what the bridge forms (workers.bridge)
+BATCH = {"digits-mlp": 256, "minilm-l6": 64}  # what the bridge forms (bridge.consumer)
 console = Console(stderr=True)
 
 
@@ -383,8 +383,7 @@ def plot(res: dict[str, Any], path: Path) -> None:
     fig.savefig(path, dpi=110)
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="agentq bench e2e")
+def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--digits", type=int, default=100_000, help="digits-mlp backlog for agentq")
     p.add_argument("--minilm", type=int, default=10_000, help="minilm-l6 backlog for agentq")
     p.add_argument("--naive-digits", type=int, default=20_000)
@@ -400,7 +399,24 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--merge", nargs="+", type=Path, metavar="E2E_JSON",
                    help="only merge per-model results of earlier runs (later files win) and "
                         "write the report; each model keeps the run it was measured in")
-    args = p.parse_args(argv)
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser('e2e', help='ceiling vs naive vs agentq, drain and latency at offered loads', description=__doc__,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(p)
+    p.set_defaults(run=command)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from agentq.config import Settings
+
+    p = argparse.ArgumentParser(prog="agentq bench e2e")
+    add_arguments(p)
+    return command(p.parse_args(argv), Settings.from_env())
+
+
+def command(args: argparse.Namespace, settings: Any) -> int:
     if args.merge:
         return merge(args.merge, args.out)
     settings = Settings.from_env()
@@ -416,7 +432,7 @@ def main(argv: list[str] | None = None) -> int:
         "when": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
         "machine": platform.platform(), "cpus": __import__("os").cpu_count(),
         "workers": args.workers, "max_wait_ms": settings.bridge.max_wait_ms,
-        "max_batch": BATCH, "argv": argv or []}, "models": {}}
+        "max_batch": BATCH, "argv": sys.argv[1:]}, "models": {}}
     sizes = {"digits-mlp": (args.digits, args.naive_digits),
              "minilm-l6": (args.minilm, args.naive_minilm)}
     try:

@@ -257,18 +257,34 @@ def plot(result: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
-def main(argv: list[str] | None = None) -> int:
-    from agentq.config import Settings
-
-    p = argparse.ArgumentParser(prog="agentq bench models", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1),
                    help="intra-op threads for torch and ONNX Runtime alike (default 2)")
     p.add_argument("--models-dir", type=Path, default=None,
                    help="artifact root (default: AGENTQ_MODELS_DIR or artifacts/models)")
     p.add_argument("--out", type=Path, default=Path("bench/results"))
     p.add_argument("--quick", action="store_true", help="a 2×2 grid, for smoke tests")
-    args = p.parse_args(argv)
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser('models', help='PyTorch eager vs ORT fp32 / fused / int8 over batch x length', description=__doc__,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(p)
+    p.set_defaults(run=command)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from agentq.config import Settings
+
+    p = argparse.ArgumentParser(prog="agentq bench models", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(p)
+    return command(p.parse_args(argv), Settings.from_env())
+
+
+def command(args: argparse.Namespace, settings: Any) -> int:
+    from agentq.config import Settings
+
     models_dir = args.models_dir or Settings.from_env().worker.models_dir
     result = run(models_dir, args.threads, quick=args.quick)
     args.out.mkdir(parents=True, exist_ok=True)

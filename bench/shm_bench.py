@@ -13,7 +13,7 @@ sessions, at the worker and end to end.
    background load hits both alike; medians.
 3. End to end: per drain a fresh topic, DLQ, consumer group and Celery queue, a real Celery
    worker (prefork, concurrency P) with ``AGENTQ_WORKER_ENGINE_MODE`` = inprocess or shared, and
-   a real bridge (``agentq.procs.Stack``); a warm-up, then a backlog pre-loaded while no bridge
+   a real bridge (``ops.stack.Stack``); a warm-up, then a backlog pre-loaded while no bridge
    reads, then the bridge starts; jobs/s = jobs / (last finished_at − first received_at) from the
    ledger. Modes alternate drain by drain (ABBA); medians; the 1-minute load average is recorded
    per drain (the benchmark machine is shared).
@@ -45,7 +45,7 @@ _DESC = struct.Struct("<iq")  # slot, n float32
 
 # ---- 1. transport ---------------------------------------------------------------------------
 def _echo(conn: Any, slab_name: str, shm_dir: str) -> None:
-    from workers.shm import Slab
+    from engine.slab import Slab
 
     slab = Slab.attach(slab_name, Path(shm_dir))
     while True:
@@ -75,7 +75,7 @@ def _time_transfers(fn: Any, budget_s: float, min_reps: int = 3) -> float:
 
 
 def transport(sizes: list[int], budget_s: float, progress: Any) -> list[dict[str, Any]]:
-    from workers.shm import Slab
+    from engine.slab import Slab
 
     ctx = mp.get_context("spawn")
     rows = []
@@ -113,22 +113,22 @@ def transport(sizes: list[int], budget_s: float, progress: Any) -> list[dict[str
 
 # ---- 2. worker path throughput --------------------------------------------------------------
 def bridge_batch(model: str) -> int:
-    """The batch size the bridge dispatches for ``model`` under a backlog (workers.bridge)."""
+    """The batch size the bridge dispatches for ``model`` under a backlog (bridge.consumer)."""
     from agentq.config import Settings
-    from workers.bridge import MODEL_BATCH_SCALE
+    from bridge.consumer import MODEL_BATCH_SCALE
 
     return Settings.from_env().bridge.max_batch * MODEL_BATCH_SCALE.get(model, 1)
 
 
 def _batches(model: str, batch: int, n_batches: int = 24, seed: int = 0) -> list[list[dict]]:
     """Job inputs in batches as the bridge forms them: digits in arrival order; minilm texts
-    grouped by token bucket (workers.bucketing) so each batch is padded to similar lengths."""
+    grouped by token bucket (bridge.buckets) so each batch is padded to similar lengths."""
     from producers.synthetic import synthetic_jobs
 
     jobs = [j.input for j in synthetic_jobs(model, batch * n_batches, seed=seed)]
     if model != "minilm-l6":
         return [jobs[i:i + batch] for i in range(0, len(jobs), batch)]
-    from workers.bucketing import TokenCounter, token_bucket
+    from bridge.buckets import TokenCounter, token_bucket
 
     count = TokenCounter.for_minilm()
     by_bucket: dict[int, list[dict]] = {}
@@ -143,21 +143,22 @@ def _batches(model: str, batch: int, n_batches: int = 24, seed: int = 0) -> list
 def _worker(mode: str, model: str, opts_json: str, seconds: float, batch: int,
             ready: Any, start: Any, out: Any) -> None:
     from agentq.config import Settings
-    from workers.handlers import make_handler
+    from models.catalog import CATALOG
 
     settings = Settings.from_env()
     if mode == "shared":
-        from workers.engine_client import EngineClient, EngineOptions
+        from agentq.config import EngineOptions
+        from engine.client import EngineClient
 
         engine: Any = EngineClient(settings.worker, EngineOptions.from_json(opts_json))
         engine.wait_ready(60)
     else:
         from storage.db import make_engine
-        from workers.engine import InferenceEngine
+        from engine.sessions import InferenceEngine
 
         engine = InferenceEngine(settings.worker, make_engine(settings.worker_database_url,
                                                               pool_size=1, app_name="bench"))
-    handler = make_handler(model)
+    handler = CATALOG[model].make_handler()
     batches = _batches(model, batch, seed=os.getpid())
     for inputs in batches[:4]:  # warm
         engine.run(model, handler.prepare(inputs).feeds)
@@ -211,7 +212,8 @@ def throughput(models: list[str], procs: int, seconds: float, rounds: int,
     """Worker path: P pool-like processes, in-process sessions vs the shared engine (started
     once with its default options, as a Celery worker would), interleaved rounds, medians."""
     from agentq.config import Settings
-    from workers.engine_client import EngineClient, EngineOptions
+    from agentq.config import EngineOptions
+    from engine.client import EngineClient
 
     settings = Settings.from_env()
     run_dir = Path(tempfile.mkdtemp(prefix="agentq-bench-engine-"))
@@ -268,7 +270,7 @@ def _drain_once(mode: str, model: str, n_jobs: int, workers: int, seed: int, log
     from sqlalchemy import text
 
     from agentq.config import Settings
-    from agentq.procs import Stack
+    from ops.stack import Stack
     from producers.cli import produce
     from producers.synthetic import synthetic_jobs
     from producers.topics import ensure_topics
@@ -421,8 +423,7 @@ def plot(result: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="agentq bench shm")
+def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quick", action="store_true", help="fewer sizes, shorter rounds, fewer jobs")
     p.add_argument("--seconds", type=float, default=6.0, help="length of one worker-path round")
     p.add_argument("--rounds", type=int, default=3, help="worker-path rounds per mode")
@@ -435,7 +436,24 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--skip", default="", help="comma list of parts: transport,worker,e2e")
     p.add_argument("--timeout-s", type=float, default=600)
     p.add_argument("--out", type=Path, default=RESULTS)
-    args = p.parse_args(argv)
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser('shm', help='shared memory vs pickling; engine vs in-process', description=__doc__,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(p)
+    p.set_defaults(run=command)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from agentq.config import Settings
+
+    p = argparse.ArgumentParser(prog="agentq bench shm")
+    add_arguments(p)
+    return command(p.parse_args(argv), Settings.from_env())
+
+
+def command(args: argparse.Namespace, settings: Any) -> int:
     skip = set(filter(None, args.skip.split(",")))
     sizes = [4 << 10, 1 << 20, 64 << 20] if args.quick else SIZES
     seconds = 2.0 if args.quick else args.seconds

@@ -7,7 +7,6 @@ sources and parameters: a rebuild with unchanged inputs finds the manifest and d
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,40 +14,30 @@ from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from agentq.log import get_logger
 from models.artifacts import read_manifest, sha256_file, write_manifest
+from models.catalog import CATALOG
 from models.errors import UnknownModel
 
 log = get_logger("agentq.models")
 
-Step = Callable[[str], None]
-Builder = Callable[[Path, Step], dict[str, Any]]
-
-
-def _builders() -> dict[str, tuple[Callable[[], str], Builder]]:
-    from models import digits_build
-
-    table: dict[str, tuple[Callable[[], str], Builder]] = {
-        "digits-mlp": (digits_build.version, digits_build.build)}
-    try:
-        from models import minilm_build
-    except ImportError:  # the minilm pipeline is optional until its package is installed
-        return table
-    table["minilm-l6"] = (minilm_build.version, minilm_build.build)
-    return table
-
-
 def build_models(names: list[str] | None, models_dir: Path, register_url: str | None,
                  force: bool = False) -> list[dict[str, Any]]:
     """Build (or find cached) each model, then register every variant in the database."""
-    builders = _builders()
-    names = names or list(builders)
+    explicit = bool(names)
+    names = names or list(CATALOG)
     manifests = []
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
                   transient=False) as progress:
         for name in names:
-            if name not in builders:
-                raise UnknownModel(f"no builder for model {name!r}; known: {sorted(builders)}")
-            version_fn, builder = builders[name]
-            version = version_fn()
+            if name not in CATALOG:
+                raise UnknownModel(f"no model {name!r} in the catalogue; known: {sorted(CATALOG)}")
+            entry = CATALOG[name]
+            try:
+                version = entry.version()
+            except ImportError as e:  # its build dependencies are not installed
+                if explicit:
+                    raise UnknownModel(f"cannot build {name}: {e}") from e
+                log.warning("model_build_skipped", model=name, error=str(e))
+                continue
             out = models_dir / name / version
             task = progress.add_task(f"{name} {version}: checking cache", total=None)
             manifest = None if force else read_manifest(out)
@@ -59,7 +48,7 @@ def build_models(names: list[str] | None, models_dir: Path, register_url: str | 
                 def step(msg: str, _task: Any = task, _label: str = f"{name} {version}") -> None:
                     progress.update(_task, description=f"{_label}: {msg}")
 
-                manifest = builder(out, step)
+                manifest = entry.build(out, step)
                 manifest.update(name=name, version=version,
                                 build_s=round(time.perf_counter() - t0, 2))
                 for v in manifest["variants"]:

@@ -11,8 +11,19 @@ from agentq.config import Settings
 from models.errors import ModelError
 
 
+def register(sub: Any) -> None:
+    p = sub.add_parser("models", help="build, gate and register models", description=__doc__)
+    add_arguments(p)
+    p.set_defaults(run=command)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="agentq models", description=__doc__)
+    add_arguments(p)
+    return p
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
     sub = p.add_subparsers(dest="action", required=True)
     b = sub.add_parser("build", help="build, gate and register models (cached by content hash)")
     b.add_argument("names", nargs="*", metavar="NAME",
@@ -22,12 +33,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="build only; do not write the models table")
     b.add_argument("--models-dir", type=Path,
                    help="artifact root (default: AGENTQ_MODELS_DIR or artifacts/models)")
-    return p
 
 
-def main(argv: list[str] | None = None, settings: Settings | None = None) -> int:
-    args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
-    settings = settings or Settings.from_env()
+def main(argv: list[str] | None = None) -> int:
+    return command(build_parser().parse_args(argv), Settings.from_env())
+
+
+def command(args: argparse.Namespace, settings: Settings) -> int:
     from models.build import build_models
 
     models_dir = args.models_dir or settings.worker.models_dir

@@ -75,7 +75,7 @@ class KafkaBacklog:
 
     def __init__(self, kafka: KafkaSettings, topic: str | None = None,
                  group_id: str | None = None, window_s: float = 10.0) -> None:
-        from workers.lag import LagReader, RateMeter
+        from ops.lag import LagReader, RateMeter
 
         self.reader: Any = LagReader(kafka, topic, group_id)
         self.drained = RateMeter(window_s)

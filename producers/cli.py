@@ -20,6 +20,12 @@ from producers.synthetic import synthetic_jobs
 from producers.topics import ensure_topics
 
 
+def register(sub: Any) -> None:
+    p = sub.add_parser("produce", help="publish jobs to Kafka", description=__doc__)
+    add_arguments(p)
+    p.set_defaults(run=command)
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default="digits-mlp", help="model for synthetic jobs")
     p.add_argument("--count", type=int, default=1000, help="synthetic jobs to send")
@@ -77,7 +83,7 @@ def produce(settings: Settings, jobs: Iterator[JobMessage | dict[str, Any]], tot
             "jobs_per_s": round(sent / elapsed, 1) if elapsed else None}
 
 
-def main(args: argparse.Namespace, settings: Settings) -> int:
+def command(args: argparse.Namespace, settings: Settings) -> int:
     if args.file:
         jobs: Iterator[Any] = _from_file(args.file)
         total = None

@@ -7,16 +7,15 @@ the model-specific input. Every rejection carries a machine-readable reason.
 from __future__ import annotations
 
 import json
-import math
 import uuid
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
 from agentq.config import Limits
+from models.catalog import CATALOG
 
 SCHEMA_VERSION = 1
-_NUMBER_TYPES = frozenset({int, float})
 
 
 class RejectReason(StrEnum):
@@ -29,21 +28,6 @@ class RejectReason(StrEnum):
     EXPIRED = "EXPIRED"
     INFERENCE_FAILED = "INFERENCE_FAILED"
     WORKER_CRASHED = "WORKER_CRASHED"
-
-
-@dataclass(frozen=True)
-class ModelInput:
-    """What a model accepts in ``input``."""
-
-    name: str
-    kind: str  # "text" | "pixels"
-
-
-# The models agentq ships; a model must also be registered (built) before workers can run it.
-MODEL_INPUTS: dict[str, ModelInput] = {
-    "minilm-l6": ModelInput("minilm-l6", "text"),
-    "digits-mlp": ModelInput("digits-mlp", "pixels"),
-}
 
 
 @dataclass(frozen=True)
@@ -153,15 +137,15 @@ def validate_message(obj: Any, limits: Limits, known_models: set[str] | None = N
     model = obj.get("model")
     if not isinstance(model, str):
         return _schema("model is required and must be a string", job_id)
-    spec = MODEL_INPUTS.get(model)
-    if spec is None or (known_models is not None and model not in known_models):
+    entry = CATALOG.get(model)
+    if entry is None or (known_models is not None and model not in known_models):
         return Rejection(RejectReason.UNKNOWN_MODEL, f"unknown model {model!r}", job_id)
     inp = obj.get("input")
     if not isinstance(inp, dict):
         return _schema("input is required and must be an object", job_id)
-    problem = _check_input(spec, inp, limits)
+    problem = entry.check_input(inp, limits)
     if problem is not None:
-        return Rejection(problem[0], problem[1], job_id)
+        return Rejection(RejectReason(problem[0]), problem[1], job_id)
     priority = obj.get("priority", 0)
     deadline = obj.get("deadline_ms")
     tenant = obj.get("tenant")
@@ -178,29 +162,3 @@ def validate_message(obj: Any, limits: Limits, known_models: set[str] | None = N
         return Rejection(RejectReason.EXPIRED, f"deadline {deadline} passed before receipt", job_id)
     return JobMessage(job_id=job_id, model=model, input=inp, priority=priority,
                       deadline_ms=deadline, tenant=tenant, meta=meta)
-
-
-def _check_input(spec: ModelInput, inp: dict[str, Any], limits: Limits):
-    if spec.kind == "text":
-        text = inp.get("text")
-        if not isinstance(text, str) or not text:
-            return RejectReason.SCHEMA, "input.text must be a non-empty string"
-        if len(text) > limits.max_text_chars:
-            return (RejectReason.PAYLOAD_TOO_LARGE,
-                    f"input.text has {len(text)} characters, limit {limits.max_text_chars}")
-        return None
-    pixels = inp.get("pixels")
-    if not isinstance(pixels, list) or len(pixels) != limits.max_pixels:
-        return RejectReason.SCHEMA, f"input.pixels must be a list of {limits.max_pixels} numbers"
-    # Fast path (the bridge's hot loop): exact int/float types (no bool), and a finite sum means
-    # no inf or nan anywhere (either would propagate); otherwise check item by item.
-    bad = (RejectReason.SCHEMA, "input.pixels must hold finite numbers")
-    try:
-        if {type(p) for p in pixels} <= _NUMBER_TYPES and math.isfinite(sum(pixels)):
-            return None
-        for p in pixels:
-            if isinstance(p, bool) or not isinstance(p, int | float) or not math.isfinite(p):
-                return bad
-    except OverflowError:  # an integer too large for a float
-        return bad
-    return None

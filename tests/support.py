@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy import text
 
 from agentq.config import Settings
-from agentq.procs import REPO, Proc, Stack  # noqa: F401  (re-exported for tests)
+from ops.stack import REPO, Proc, Stack  # noqa: F401  (re-exported for tests)
 
 
 def port_open(hostport: str, timeout: float = 1.0) -> bool:

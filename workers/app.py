@@ -75,6 +75,6 @@ def _setup_logging(**_: Any) -> None:
 def _start_metrics(**_: Any) -> None:
     """Prometheus endpoint of this worker (AGENTQ_METRICS_PORT; off by default), started in the
     parent before the pool forks so the children share its multiprocess registry."""
-    from workers.metrics import start_worker_server
+    from agentq.metrics import start_worker_server
 
     start_worker_server()

@@ -12,8 +12,8 @@ from sqlalchemy import Engine
 from agentq.config import Settings
 from agentq.log import get_logger
 from storage.db import make_engine
-from workers.engine_client import open_engine
-from workers.handlers import Handler, make_handler
+from engine.factory import open_engine
+from models.catalog import CATALOG, Handler
 
 log = get_logger("agentq.worker")
 
@@ -32,7 +32,7 @@ class WorkerContext:
         db = make_engine(settings.worker_database_url, pool_size=2, app_name="agentq-worker")
         engine = open_engine(settings.worker, db)
         ctx = cls(settings, db, engine)
-        for name in ("digits-mlp", "minilm-l6"):
+        for name in CATALOG:
             try:
                 engine.model(name)
                 ctx.handler(name)
@@ -43,7 +43,7 @@ class WorkerContext:
     def handler(self, model: str) -> Handler:
         h = self.handlers.get(model)
         if h is None:
-            h = self.handlers[model] = make_handler(model)
+            h = self.handlers[model] = CATALOG[model].make_handler()
         return h
 
     def dead_letters(self) -> Any:
@@ -52,7 +52,7 @@ class WorkerContext:
         if self._dlq is None and time.monotonic() - self._dlq_tried_at > 10:
             self._dlq_tried_at = time.monotonic()
             try:
-                from workers.dlq import DeadLetters
+                from producers.dlq import DeadLetters
 
                 self._dlq = DeadLetters(self.settings.kafka)
             except Exception as e:  # a side concern: failed jobs are in the ledger already

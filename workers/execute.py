@@ -19,11 +19,11 @@ from producers.contract import RejectReason
 from storage.ledger import end_jobs, finish_jobs
 from storage.retry import claim_jobs, count_attempt, fail_jobs, retry_later
 from storage.schema import JobStatus
-from workers import metrics
-from workers.errors import EngineUnavailable
-from workers.failpoints import active as failpoints_active
-from workers.failpoints import failpoint, failpoint_keys
-from workers.handlers import Prepared
+from agentq import metrics
+from engine.errors import EngineUnavailable
+from agentq.failpoints import active as failpoints_active
+from agentq.failpoints import failpoint, failpoint_keys
+from models.catalog import Prepared
 from workers.retry import dead_letter
 
 log = get_logger("agentq.worker")

@@ -13,7 +13,7 @@ from agentq.log import get_logger
 from storage.ledger import requeue_jobs
 from storage.retry import fail_jobs
 from workers.app import app, worker_context
-from workers.errors import EngineUnavailable
+from engine.errors import EngineUnavailable
 from workers.execute import BatchOutcome, execute_batch, utcnow
 from workers.retry import backoff_s, dead_letter, retry_batches
 

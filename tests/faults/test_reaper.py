@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import text
 
 from storage.ledger import record_jobs
-from workers.reaper import Reaper
+from ops.reaper import Reaper
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 

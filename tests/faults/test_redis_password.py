@@ -45,7 +45,7 @@ def protected_redis(tmp_path):
 
 def test_clients_use_the_redis_password(protected_redis):
     from workers.app import make_celery
-    from workers.routing import Router
+    from bridge.routing import Router
 
     env = {**os.environ, "AGENTQ_REDIS_URL": f"redis://127.0.0.1:{protected_redis}/0",
            "AGENTQ_REDIS_PASSWORD": "pw-9f2"}

@@ -12,9 +12,9 @@ from producers.contract import JobMessage
 from producers.producer import JobProducer
 from storage.db import make_engine
 from workers.app import make_celery
-from workers.batcher import MicroBatcher
-from workers.bridge import Bridge
-from workers.routing import Router
+from bridge.batcher import MicroBatcher
+from bridge.consumer import Bridge
+from bridge.routing import Router
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 

@@ -17,7 +17,7 @@ from bench.burst import (
     read_trace,
 )
 from tests.support import rows_for_source, wait_for, wait_terminal
-from workers.lag import inflight_jobs
+from ops.lag import inflight_jobs
 
 pytestmark = pytest.mark.integration
 

@@ -19,8 +19,9 @@ from agentq.config import Settings
 from producers.contract import JobMessage
 from producers.producer import JobProducer
 from tests.support import ledger_status, wait_for, wait_terminal
-from workers.engine_client import EngineClient, EngineOptions
-from workers.shm import SHM_DIR, read_header
+from agentq.config import EngineOptions
+from engine.client import EngineClient
+from engine.slab import SHM_DIR, read_header
 
 pytestmark = pytest.mark.integration
 
@@ -44,7 +45,7 @@ def client(built_models: Settings, engine_opts: EngineOptions):
 
 @pytest.mark.timeout(120)
 def test_engine_outputs_equal_in_process_outputs_bit_for_bit(built_models, worker_db, client):
-    from workers.engine import InferenceEngine
+    from engine.sessions import InferenceEngine
 
     local = InferenceEngine(built_models.worker, worker_db)
     x = load_digits().data.astype(np.float32)
@@ -75,12 +76,12 @@ def _texts(n: int, words: int) -> list[dict]:
 def test_minilm_through_the_engine_equals_in_process_for_the_same_batch(
         built_models, worker_db, client):
     # Dynamic int8 activation scales are per batch: compare identical batches only.
-    from workers.engine import InferenceEngine
-    from workers.handlers import make_handler
+    from engine.sessions import InferenceEngine
+    from models.catalog import CATALOG
 
     _minilm_or_skip(worker_db)
     local = InferenceEngine(built_models.worker, worker_db)
-    handler = make_handler("minilm-l6")
+    handler = CATALOG["minilm-l6"].make_handler()
     for n, words in ((1, 5), (16, 12), (64, 30)):
         feeds = handler.prepare(_texts(n, words)).feeds
         want = local.run("minilm-l6", feeds)
@@ -91,11 +92,11 @@ def test_minilm_through_the_engine_equals_in_process_for_the_same_batch(
 
 
 def _text_client(settings, opts, words, rounds, results, errors):
-    from workers.handlers import make_handler
+    from models.catalog import CATALOG
 
     try:
         c = EngineClient(settings.worker, opts)
-        feeds = make_handler("minilm-l6").prepare(_texts(4, words)).feeds
+        feeds = CATALOG["minilm-l6"].make_handler().prepare(_texts(4, words)).feeds
         for _ in range(rounds):
             results.append((words, feeds, c.run("minilm-l6", feeds)))
         c.close()
@@ -146,7 +147,7 @@ def _client_loop(settings, opts, rows, rounds, results, errors):
 @pytest.mark.timeout(120)
 def test_concurrent_requests_are_merged_and_each_caller_gets_its_slice(
         built_models, worker_db, client, engine_opts):
-    from workers.engine import InferenceEngine
+    from engine.sessions import InferenceEngine
 
     # Given six clients sending small batches at once,
     local = InferenceEngine(built_models.worker, worker_db)

@@ -15,7 +15,7 @@ from producers.contract import JobMessage
 from producers.producer import JobProducer
 from storage.registry import registered_names
 from tests.support import wait_for, wait_terminal
-from workers.bucketing import padding_of
+from bridge.buckets import padding_of
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 

@@ -19,8 +19,8 @@ from producers.synthetic import sentence
 from storage.registry import active_variant
 from tests.conftest import IN_CI
 from tests.support import wait_terminal
-from workers.engine import InferenceEngine
-from workers.handlers import make_handler
+from engine.sessions import InferenceEngine
+from models.catalog import CATALOG
 
 pytestmark = pytest.mark.integration
 
@@ -40,7 +40,7 @@ def _run_through_pipeline(stack, worker_db, jobs, concurrency: int) -> None:
 
 def _run_batch(settings, worker_db, model: str, inputs: list[dict]) -> list[dict]:
     engine = InferenceEngine(settings.worker, worker_db)
-    handler = make_handler(model)
+    handler = CATALOG[model].make_handler()
     prepared = handler.prepare(inputs)
     return handler.results(engine.run(model, prepared.feeds), prepared)
 

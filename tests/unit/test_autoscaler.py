@@ -8,7 +8,7 @@ from dataclasses import replace
 
 import pytest
 
-from workers.autoscaler import (
+from ops.autoscaler import (
     Decision,
     Observation,
     PartitionLag,

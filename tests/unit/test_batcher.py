@@ -1,6 +1,6 @@
 """Micro-batcher: max_batch or max_wait_ms, whichever first; token-length buckets."""
 
-from workers.batcher import MicroBatcher
+from bridge.batcher import MicroBatcher
 
 
 def test_flushes_when_full():

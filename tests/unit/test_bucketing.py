@@ -5,8 +5,9 @@ import random
 import pytest
 
 from producers.synthetic import sentence
-from workers.batcher import MicroBatcher
-from workers.bucketing import EDGES, TokenCounter, estimate_tokens, padding_of, token_bucket
+from bridge.batcher import MicroBatcher
+from bridge.buckets import EDGES, padding_of, token_bucket
+from models.minilm_l6 import estimate_tokens, make_token_counter
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -48,14 +49,18 @@ def _batches(texts: list[str], key, counter, max_batch: int = 32) -> list[list[i
 @pytest.mark.parametrize("real_tokenizer", [True, False])
 def test_bucketing_reduces_padded_tokens_on_a_mixed_length_stream(real_tokenizer):
     # Given a mixed-length stream (5..120 tokens), counted with the real tokenizer,
-    real = TokenCounter.for_minilm()
+    count = make_token_counter()
+
+    def real(text: str) -> int:
+        return count({"text": text})
+
     texts = _stream(2000)
     lengths = [real(t) for t in texts]
     assert min(lengths) <= 8 and max(lengths) >= 100
     # when batched in arrival order versus in token buckets (keyed by the tokenizer or by the
     # character estimate),
     fifo = padding_of(_batches(texts, None, real))
-    key = real if real_tokenizer else TokenCounter(estimate_tokens)
+    key = real if real_tokenizer else estimate_tokens
     bucketed = padding_of(_batches(texts, key, real))
     # then the same real tokens need far fewer padded tokens.
     assert bucketed.real == fifo.real

@@ -4,7 +4,7 @@ import importlib
 
 import pytest
 
-from agentq import cli
+from cli import main as cli
 
 
 @pytest.mark.parametrize("module", sorted(set(cli.BENCHMARKS.values()) | set(cli.GENERIC.values())

@@ -4,8 +4,8 @@ import threading
 
 import pytest
 
-from workers.dispatch import Dispatcher
-from workers.offsets import OffsetTracker
+from bridge.dispatch import Dispatcher
+from bridge.offsets import OffsetTracker
 
 pytestmark = pytest.mark.timeout(20)
 

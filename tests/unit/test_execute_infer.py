@@ -5,9 +5,9 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from workers.errors import EngineUnavailable
+from engine.errors import EngineUnavailable
 from workers.execute import _infer
-from workers.handlers import Prepared
+from models.catalog import Prepared
 
 
 class _Engine:

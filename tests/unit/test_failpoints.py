@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from workers import failpoints as fp
+from agentq import failpoints as fp
 
 
 @pytest.fixture(autouse=True)
@@ -61,7 +61,7 @@ def test_once_dir_lets_a_point_fire_once_across_processes(tmp_path, monkeypatch)
 
 @pytest.mark.parametrize(("action", "rc"), [("crash", -9), ("exit", 70)])
 def test_crash_and_exit_end_the_process_at_the_point(action, rc):
-    code = "from workers.failpoints import failpoint\nfailpoint('p')\nfailpoint('p')\nprint('x')"
+    code = "from agentq.failpoints import failpoint\nfailpoint('p')\nfailpoint('p')\nprint('x')"
     env = {**os.environ, fp.ENV: f"p:2:{action}"}
     env.pop(fp.ONCE_DIR_ENV, None)
     res = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, timeout=60)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from agentq.config import Settings
-from workers.inflight import InflightGate
+from bridge.inflight import InflightGate
 
 
 class FakeLedger:

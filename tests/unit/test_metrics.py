@@ -8,7 +8,7 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from workers import metrics
+from agentq import metrics
 
 
 def _free_port() -> int:

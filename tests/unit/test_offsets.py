@@ -1,6 +1,6 @@
 """Safe offsets: commit only below the lowest record that is not yet durable."""
 
-from workers.offsets import OffsetTracker
+from bridge.offsets import OffsetTracker
 
 
 def test_commit_waits_for_the_lowest_pending_record():

@@ -2,7 +2,7 @@
 
 import pytest
 
-from workers.routing import choose_queue
+from bridge.routing import choose_queue
 
 pytestmark = pytest.mark.timeout(10)
 

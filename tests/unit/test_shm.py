@@ -11,7 +11,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from workers.shm import (
+from engine.slab import (
     PREFIX,
     NoFreeSlot,
     ShmTooSmall,
@@ -160,7 +160,7 @@ def test_real_dev_shm_free_space_is_checked() -> None:
 
 def test_engine_mode_defaults_to_the_measured_choice_per_device() -> None:
     from agentq.config import Settings, WorkerSettings
-    from workers.engine_client import resolve_mode
+    from engine.factory import resolve_mode
 
     # The default is ``auto``: picked per device by bench/results/shm.json,
     assert WorkerSettings().engine_mode == "auto"

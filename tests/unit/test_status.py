@@ -5,7 +5,7 @@ from __future__ import annotations
 from rich.console import Console
 
 from agentq.config import Settings
-from workers.status import Snapshot, render
+from ops.status import Snapshot, render
 
 
 def _text(snap: Snapshot) -> str:

@@ -1,8 +1,8 @@
 """The per-device engine process: owns the ONNX Runtime sessions (``InferenceEngine``, one per
 model) and the shared-memory slab, serves pool processes over a unix socket.
 
-Started by a pool process as ``python -m workers.engine_server --options <json>`` (see
-``workers.engine_client`` for who starts and restarts it): a fresh interpreter, like
+Started by a pool process as ``python -m engine.server --options <json>`` (see
+``engine.client`` for who starts and restarts it): a fresh interpreter, like
 multiprocessing's ``spawn``, so CUDA is initialised only here and never inherited through a fork.
 Database settings come from the environment, never from the command line.
 
@@ -23,7 +23,7 @@ the runners finish), and removes its slab, socket and pid file.
 
 Measured (bench/results/shm.json, 2 shared vCPUs): ~140 µs per request over an in-process call
 (digits-mlp, 1 row); end to end 1.20x (digits-mlp) and 0.94x (minilm-l6) of in-process sessions,
-median paired ratios; in-process stays the CPU default (``engine_client.resolve_mode``). Before the
+median paired ratios; in-process stays the CPU default (``engine.factory.resolve_mode``). Before the
 runners (one batch at a time on 1 intra-op thread) the minilm worker path ran at 0.63x; with 2
 intra-op threads that spin, 0.53x; without spinning, 0.95x; with the runners, 1.2-1.9x.
 """
@@ -49,100 +49,27 @@ import numpy as np
 
 from agentq.config import Settings, WorkerSettings
 from agentq.log import configure_logging, get_logger
-from workers.engine_client import (
-    _LEN,
+from agentq.config import EngineOptions
+from engine.protocol import (
+    HEADER_BYTES,
     MAX_FRAME,
-    EngineOptions,
+    frame_length,
+    options_from_json,
     pid_path,
+    resolved,
     send_msg,
     socket_path,
 )
-from workers.errors import EngineUnavailable
-from workers.shm import Slab, pid_alive, proc_start_time
+from engine.runner import _WAKE, SESSION_CONFIG, Conn, Request, _shape_key, engine_runners, output_specs, run_bound
+from engine.errors import EngineUnavailable
+from engine.slab import Slab, pid_alive, proc_start_time
 
 log = get_logger("agentq.engine_server")
-
-_ORT_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16,
-              "tensor(double)": np.float64, "tensor(int64)": np.int64,
-              "tensor(int32)": np.int32, "tensor(int8)": np.int8, "tensor(uint8)": np.uint8,
-              "tensor(bool)": np.bool_}
-
-
-SESSION_CONFIG = {"session.intra_op.allow_spinning": "0"}
-
-
-@dataclass
-class Request:
-    conn: Conn
-    id: int
-    model: str
-    slot: int
-    inputs: list[dict[str, Any]]
-    out_offset: int
-    rows: int
-
-
-_WAKE = object()  # selector key data of the runners' wake-up socket
-
-
-def _shape_key(r: Request) -> tuple[Any, ...]:
-    return tuple((d["name"], tuple(d["shape"][1:]), d["dtype"]) for d in r.inputs)
-
-
-class Conn:
-    def __init__(self, sock: socket.socket) -> None:
-        self.sock = sock
-        self.buf = bytearray()
-        self.pid = 0
-        self.inflight = 0  # requests of this connection being run now
-        self.closed = False  # EOF seen: the socket closes once nothing runs for it
-
-
-def output_specs(session: Any) -> list[tuple[tuple[int, ...], type]] | None:
-    """(non-batch dims, dtype) per output when all non-batch dims are static, else None."""
-    specs = []
-    for o in session.get_outputs():
-        dims = o.shape[1:]
-        if not all(isinstance(d, int) for d in dims) or o.type not in _ORT_TYPES:
-            return None
-        specs.append((tuple(dims), _ORT_TYPES[o.type]))
-    return specs
-
-
-def run_bound(loaded: Any, device: str, feeds: dict[str, np.ndarray],
-              outs: list[np.ndarray]) -> None:
-    """Run with IO binding: inputs read from, outputs written into the given host buffers."""
-    io = loaded.session.io_binding()
-    for name, arr in feeds.items():
-        io.bind_input(name, "cpu", 0, arr.dtype.type, list(arr.shape), arr.ctypes.data)
-    for name, out in zip(loaded.output_names, outs, strict=True):
-        io.bind_output(name, "cpu", 0, out.dtype.type, list(out.shape), out.ctypes.data)
-    if device == "cuda":
-        io.synchronize_inputs()
-    loaded.session.run_with_iobinding(io)
-    if device == "cuda":
-        io.synchronize_outputs()
-
-
-def engine_runners(opts: EngineOptions, device: str) -> int:
-    """How many device batches the engine runs at once, each on its own runner thread with the
-    session's ``intra_op_threads`` (1 by default, as in a pool process): ``opts.threads``, else
-    one per CPU this process may use on CPU (the engine then runs the batches of that many pool
-    processes side by side, like in-process sessions do), one on CUDA (one device)."""
-    if opts.threads:
-        return opts.threads
-    if device == "cuda":
-        return 1
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # no sched_getaffinity (macOS)
-        return max(1, os.cpu_count() or 1)
-
 
 class EngineServer:
     def __init__(self, settings: Settings, opts: EngineOptions) -> None:
         from storage.db import make_engine
-        from workers.engine import InferenceEngine
+        from engine.sessions import InferenceEngine
 
         self.opts = opts
         worker = settings.worker
@@ -203,15 +130,15 @@ class EngineServer:
             self._close(conn)
             return
         conn.buf += data
-        while len(conn.buf) >= _LEN.size:
-            (n,) = _LEN.unpack_from(conn.buf)
+        while len(conn.buf) >= HEADER_BYTES:
+            n = frame_length(conn.buf)
             if n > MAX_FRAME:
                 self._close(conn)
                 return
-            if len(conn.buf) < _LEN.size + n:
+            if len(conn.buf) < HEADER_BYTES + n:
                 break
-            body = bytes(conn.buf[_LEN.size:_LEN.size + n])
-            del conn.buf[:_LEN.size + n]
+            body = bytes(conn.buf[HEADER_BYTES:HEADER_BYTES + n])
+            del conn.buf[:HEADER_BYTES + n]
             self._handle(conn, json.loads(body))
 
     def _reply(self, conn: Conn, msg: dict[str, Any]) -> None:
@@ -434,7 +361,7 @@ class EngineServer:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m workers.engine_server")
+    p = argparse.ArgumentParser(prog="python -m engine.server")
     p.add_argument("--options", required=True, help="EngineOptions as JSON")
     p.add_argument("--worker", help="WorkerSettings as JSON (default: from the environment)")
     args = p.parse_args(argv)
@@ -444,7 +371,7 @@ def main(argv: list[str] | None = None) -> int:
         w["models_dir"] = Path(w["models_dir"])
         settings = replace(settings, worker=WorkerSettings(**w))
     configure_logging(settings.log_level, settings.log_json)
-    opts = EngineOptions.from_json(args.options).resolved()
+    opts = resolved(options_from_json(args.options))
     server = EngineServer(settings, opts)
 
     def stop(*_: Any) -> None:

@@ -61,7 +61,7 @@ class Stack:
         return proc
 
     def bridge(self, *args: str, extra_env: dict[str, str] | None = None) -> Proc:
-        return self.start("bridge", [sys.executable, "-m", "agentq.cli", "bridge", *args],
+        return self.start("bridge", [sys.executable, "-m", "cli.main", "bridge", *args],
                           extra_env)
 
     def worker(self, queues: str = "cpu", concurrency: int = 1, pool: str = "prefork",

@@ -69,7 +69,7 @@ class StatusReader:
         return snap
 
     def _read_lag(self, snap: Snapshot) -> None:
-        from workers.lag import LagReader
+        from ops.lag import LagReader
 
         self._lag = self._lag or LagReader(self.s.kafka)
         snap.lag = {p.partition: p.lag for p in self._lag.read()}
@@ -77,14 +77,14 @@ class StatusReader:
     def _read_depth(self, snap: Snapshot) -> None:
         import redis
 
-        from workers.lag import queue_depth
+        from ops.lag import queue_depth
 
         self._redis = self._redis or redis.Redis.from_url(self.s.redis_url, socket_timeout=3)
         snap.queue_depth = queue_depth(self._redis, self.s.queue_prefix)
 
     def _read_workers(self, snap: Snapshot) -> None:
         from workers.app import app
-        from workers.pool import CeleryPool
+        from ops.pool import CeleryPool
 
         self._pool = self._pool or CeleryPool(
             app, [self.s.queue_prefix + q for q in ("cpu", "gpu")], timeout_s=1.0)
@@ -144,12 +144,20 @@ def render(snap: Snapshot, settings: Settings, window_s: float) -> Group:
     return Group(*parts)
 
 
-def main(argv: list[str] | None, settings: Settings) -> int:
-    p = argparse.ArgumentParser(prog="agentq status", description=__doc__)
+def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--watch", action="store_true", help="refresh until interrupted")
     p.add_argument("--interval-s", type=float, default=2.0)
     p.add_argument("--window-s", type=float, default=60.0, help="throughput/latency window")
-    args = p.parse_args(argv or [])
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser('status', help='live view of lag, queues, workers, latency', description=__doc__,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(p)
+    p.set_defaults(run=command)
+
+
+def command(args: argparse.Namespace, settings: Settings) -> int:
     db = make_engine(settings.worker_database_url, pool_size=1, app_name="agentq-status")
     reader = StatusReader(settings, db, args.window_s)
     console = Console()

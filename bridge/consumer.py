@@ -1,12 +1,12 @@
 """The bridge: Kafka jobs topic → validation → micro-batches → ledger → Celery, with safe offsets.
 
 Order per record, always: ledger row (or DLQ ack + ledger row) → Celery publish → offset done.
-Offsets are committed only up to the lowest record not yet durable (see ``workers.offsets``).
+Offsets are committed only up to the lowest record not yet durable (see ``bridge.offsets``).
 
-Batches are made durable on a few threads (``workers.dispatch``) so database and broker round
+Batches are made durable on a few threads (``bridge.dispatch``) so database and broker round
 trips overlap; their completions are applied to the offset tracker on the bridge's own thread,
 in whatever order they finish. minilm-l6 jobs are bucketed by token length
-(``workers.bucketing``); digits-mlp, which is pipeline-bound, gets batches
+(``bridge.buckets``); digits-mlp, which is pipeline-bound, gets batches
 ``MODEL_BATCH_SCALE`` times ``max_batch``.
 """
 
@@ -31,15 +31,15 @@ from storage.ledger import record_jobs
 from storage.ledger_bridge import record_batch
 from storage.registry import registered_names
 from storage.schema import JobStatus
-from workers import metrics
-from workers.batcher import Batch, MicroBatcher
-from workers.bucketing import bucket_fns
-from workers.dispatch import Dispatcher
-from workers.dlq import DeadLetters
-from workers.failpoints import failpoint
-from workers.inflight import InflightGate
-from workers.offsets import OffsetTracker, Ticket
-from workers.routing import Router, placements
+from agentq import metrics
+from bridge.batcher import Batch, MicroBatcher
+from bridge.buckets import bucket_fns
+from bridge.dispatch import Dispatcher
+from producers.dlq import DeadLetters
+from agentq.failpoints import failpoint
+from bridge.inflight import InflightGate
+from bridge.offsets import OffsetTracker, Ticket
+from bridge.routing import Router, placements
 
 log = get_logger("agentq.bridge")
 REJECT_NS = uuid.UUID("6f1c2d4e-7a8b-4c9d-8e0f-123456789abc")

@@ -23,8 +23,8 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from agentq.config import Settings
 from agentq.log import get_logger
-from workers import metrics
-from workers.lag import inflight_jobs
+from agentq import metrics
+from ops.lag import inflight_jobs
 
 log = get_logger("agentq.bridge")
 

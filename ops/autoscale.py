@@ -1,6 +1,6 @@
 """`agentq autoscale`: each tick read lag, queue depth and throughput, decide, apply, export.
 
-The decision (``workers.autoscaler.decide``) is always exported as Prometheus gauges
+The decision (``ops.autoscaler.decide``) is always exported as Prometheus gauges
 (``agentq_desired_workers``, ``agentq_desired_bridge_replicas``) for HPA/KEDA; with ``--apply``
 (default) it is also applied to the local Celery workers of this deployment's queues through
 remote control. ``--trace FILE`` appends one JSON line per tick (benchmarks and tests read it).
@@ -12,9 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import signal
-import threading
 import time
 from dataclasses import fields, replace
 from pathlib import Path
@@ -22,31 +19,33 @@ from typing import Any
 
 from agentq.config import Settings
 from agentq.log import get_logger
+from agentq.shutdown import stop_on_signals
 from storage.db import make_engine
-from workers import metrics
-from workers.autoscaler import Decision, Observation, ScalerState, ScalingConfig, decide
+from agentq import metrics
+from agentq.config import ScalingConfig
+from ops.autoscaler import Decision, Observation, ScalerState, decide
 
 log = get_logger("agentq.autoscale")
 
 
-def config_from(args: argparse.Namespace, env: dict[str, str] | None = None) -> ScalingConfig:
-    """Defaults < AGENTQ_AUTOSCALE_* env vars < flags."""
-    e = dict(os.environ if env is None else env)
+def config_from(args: argparse.Namespace, base: ScalingConfig) -> ScalingConfig:
+    """Flags over ``base`` (the settings: defaults < AGENTQ_AUTOSCALE_* variables)."""
     changes: dict[str, Any] = {}
-    base = ScalingConfig()
     for f in fields(base):
-        kind = type(getattr(base, f.name))
         raw = getattr(args, f.name, None)
-        if raw is None and f"AGENTQ_AUTOSCALE_{f.name.upper()}" in e:
-            raw = e[f"AGENTQ_AUTOSCALE_{f.name.upper()}"]
         if raw is not None:
-            changes[f.name] = kind(raw)
+            changes[f.name] = type(getattr(base, f.name))(raw)
     return replace(base, **changes)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="agentq autoscale", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+def register(sub: Any) -> None:
+    p = sub.add_parser("autoscale", help="lag-driven autoscaler", description=__doc__,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(p)
+    p.set_defaults(run=command)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
     for f in fields(ScalingConfig):
         if f.name == "max_partitions":
             continue  # read from the topic
@@ -61,7 +60,6 @@ def build_parser() -> argparse.ArgumentParser:
                    help="Prometheus port (default AGENTQ_METRICS_PORT; 0 = off)")
     p.add_argument("--trace", type=Path, help="append one JSON line per tick to this file")
     p.add_argument("--ticks", type=int, default=0, help="stop after N ticks (0 = run forever)")
-    return p
 
 
 class Autoscaler:
@@ -70,8 +68,8 @@ class Autoscaler:
     def __init__(self, settings: Settings, cfg: ScalingConfig, window_s: float = 10.0,
                  apply: bool = True, trace: Path | None = None) -> None:
         from workers.app import app
-        from workers.lag import Observer
-        from workers.pool import CeleryPool
+        from ops.lag import Observer
+        from ops.pool import CeleryPool
 
         self.s = settings
         self.cfg = cfg
@@ -136,13 +134,11 @@ class Autoscaler:
         self.db.dispose()
 
 
-def main(argv: list[str] | None, settings: Settings) -> int:
-    args = build_parser().parse_args(argv or [])
-    cfg = config_from(args)
-    metrics.start_server(args.metrics_port, role="autoscaler")
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
+def command(args: argparse.Namespace, settings: Settings) -> int:
+    cfg = config_from(args, settings.autoscale)
+    port = settings.metrics_port if args.metrics_port is None else args.metrics_port
+    metrics.start_server(port, role="autoscaler")
+    stop = stop_on_signals()
     scaler = Autoscaler(settings, cfg, args.window_s, args.apply, args.trace)
     log.info("autoscaler_started", topic=settings.kafka.jobs_topic, min=cfg.min_workers,
              max=cfg.max_workers, target_drain_s=cfg.target_drain_s, apply=args.apply)

@@ -136,7 +136,7 @@ class Reaper:
     def _dead_letters(self) -> Any:
         if self._dlq is None:
             try:
-                from workers.dlq import DeadLetters
+                from producers.dlq import DeadLetters
 
                 self._dlq = DeadLetters(self.s.kafka)
             except Exception as e:  # a side concern; the ledger says failed already
@@ -172,25 +172,33 @@ def start_reaper(settings: Settings, db: Engine, celery_app: Any,
     return t
 
 
-def main(argv: list[str], settings: Settings) -> int:
-    p = argparse.ArgumentParser(prog="agentq reaper", description=__doc__.split("\n")[0])
+def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--once", action="store_true", help="one pass, then exit")
     p.add_argument("--lease-s", type=float, help="default: AGENTQ_WORKER_LEASE_S")
     p.add_argument("--interval-s", type=float, help="default: a quarter of the lease")
-    args = p.parse_args(argv)
-    from agentq.cli import _stop_on_signals
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser('reaper', help='re-enqueue jobs stuck past their lease', description=__doc__,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(p)
+    p.set_defaults(run=command)
+
+
+def command(args: argparse.Namespace, settings: Settings) -> int:
+    from agentq.shutdown import stop_on_signals
     from storage.db import make_engine
-    from workers.app import app
+    from workers.app import make_celery
 
     db = make_engine(settings.worker_database_url, pool_size=1, app_name="agentq-reaper")
-    reaper = Reaper(settings, db, app, lease_s=args.lease_s)
+    reaper = Reaper(settings, db, make_celery(settings), lease_s=args.lease_s)
     try:
         if args.once:
             st = reaper.reap_once()
             print(f"requeued={st.requeued} failed={st.failed} expired={st.expired}")
             reaper.close()
         else:
-            reaper.run(_stop_on_signals(), args.interval_s)
+            reaper.run(stop_on_signals(), args.interval_s)
     finally:
         db.dispose()
     return 0

@@ -17,7 +17,7 @@ from rich.table import Table
 from sqlalchemy import text
 
 from agentq.config import Settings
-from agentq.procs import Stack
+from ops.stack import Stack
 from producers.cli import produce
 from producers.synthetic import synthetic_jobs
 from producers.topics import ensure_topics
@@ -61,13 +61,21 @@ def _table(title: str, rows: Sequence[Any]) -> Table:
     return table
 
 
-def main(argv: list[str], settings: Settings) -> int:
-    p = argparse.ArgumentParser(prog="agentq demo")
+def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--digits", type=int, default=10_000, help="digits-mlp jobs")
     p.add_argument("--minilm", type=int, default=1_000, help="minilm-l6 jobs (if built)")
     p.add_argument("--workers", type=int, default=2, help="Celery worker processes")
     p.add_argument("--timeout-s", type=float, default=600)
-    args = p.parse_args(argv)
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser('demo', help='push a job stream through the whole system', description=__doc__,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(p)
+    p.set_defaults(run=command)
+
+
+def command(args: argparse.Namespace, settings: Settings) -> int:
     console = Console()
     db = make_engine(settings.worker_database_url, pool_size=2, app_name="agentq-demo")
     with db.connect() as conn:

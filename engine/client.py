@@ -1,9 +1,9 @@
 """What a pool process uses in ``engine_mode=shared``: the same ``run(model, feeds)`` as
-``InferenceEngine``, served by the per-device engine process (``workers.engine_server``).
+``InferenceEngine``, served by the per-device engine process (``engine.server``).
 
 Who starts and supervises the engine: the pool processes themselves, under a file lock. The first
 client that finds no live engine in its run directory (``<tmp>/agentq-engine-<celery main pid>``)
-takes ``engine.lock``, starts ``python -m workers.engine_server`` (a fresh interpreter, so no CUDA
+takes ``engine.lock``, starts ``python -m engine.server`` (a fresh interpreter, so no CUDA
 state is ever inherited through a fork), waits for its socket and releases the lock; the others
 wait on the lock and connect. When a client sees the engine die (EOF, reset, timeout), it restarts
 it the same way and retries the request once on the new engine; if the engine cannot come back it
@@ -39,202 +39,29 @@ load 3.6-7.5, so single runs swing ±20 %; medians of interleaved runs):
 
 from __future__ import annotations
 
-import fcntl
-import json
 import os
 import signal
 import socket
-import struct
-import sys
-import tempfile
 import threading
 import time
-from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from agentq.config import WorkerSettings
+from agentq.config import EngineOptions, WorkerSettings
 from agentq.log import get_logger
-from workers.errors import EngineUnavailable, FatalError, WorkerError
-from workers.shm import SHM_DIR, NoFreeSlot, Slab, pid_alive, proc_start_time
+from engine.errors import EngineUnavailable, FatalError, WorkerError
+from engine.protocol import pid_path, recv_msg, resolved, send_msg, socket_path
+from engine.slab import NoFreeSlot, Slab, pid_alive, proc_start_time
+from engine.supervise import _reap, ensure_engine
 
 log = get_logger("agentq.engine_client")
-
-_LEN = struct.Struct(">I")
-MAX_FRAME = 1 << 20
-_RECV_BYTES = 1 << 16
-_SPAWNED: set[int] = set()  # engine processes started by this process, reaped when they exit
 
 
 class EngineInferenceError(FatalError):
     """The engine ran the request and ONNX Runtime rejected it (a bad input)."""
 
-
-@dataclass(frozen=True)
-class EngineOptions:
-    """Knobs of the shared engine; every default documented here."""
-
-    n_slots: int = 16  # concurrent requests in flight; >= pool processes x threads
-    slot_bytes: int = 2 << 20  # 2 MiB: a 64x128 minilm batch needs 128 KiB in, 96 KiB out
-    max_batch: int = 64  # rows per merged device batch unless the registry row says otherwise
-    shm_dir: Path = SHM_DIR
-    run_dir: Path | None = None  # default: <tmp>/agentq-engine-<watch_pid>
-    watch_pid: int = 0  # the engine exits when this process is gone (0: the starting client)
-    threads: int = 0  # batches run at once (runner threads); 0 = one per CPU, 1 on CUDA
-    start_timeout_s: float = 60.0
-    request_timeout_s: float = 120.0
-    slot_wait_s: float = 10.0
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    def resolved(self) -> EngineOptions:
-        watch = self.watch_pid or default_watch_pid()
-        run_dir = self.run_dir or Path(tempfile.gettempdir()) / f"agentq-engine-{watch}"
-        return replace(self, watch_pid=watch, run_dir=Path(run_dir))
-
-    def to_json(self) -> str:
-        d = asdict(self)
-        d["shm_dir"], d["run_dir"] = str(self.shm_dir), str(self.run_dir) if self.run_dir else None
-        return json.dumps(d)
-
-    @classmethod
-    def from_json(cls, text: str) -> EngineOptions:
-        d = json.loads(text)
-        d["shm_dir"] = Path(d["shm_dir"])
-        d["run_dir"] = Path(d["run_dir"]) if d.get("run_dir") else None
-        return cls(**d)
-
-
-def default_watch_pid() -> int:
-    """The Celery main process when called in a prefork pool child, else this process."""
-    try:
-        from billiard.process import current_process
-
-        if current_process().name != "MainProcess":
-            return os.getppid()
-    except ImportError:
-        pass
-    return os.getpid()
-
-
-# ---- framing (shared with the server) ------------------------------------------------------
-def send_msg(sock: socket.socket, msg: dict[str, Any]) -> None:
-    body = json.dumps(msg, separators=(",", ":")).encode()
-    sock.sendall(_LEN.pack(len(body)) + body)
-
-
-def recv_exact(sock: socket.socket, n: int) -> bytes:
-    buf = bytearray()
-    while len(buf) < n:
-        chunk = sock.recv(n - len(buf))
-        if not chunk:
-            raise ConnectionError("engine closed the connection")
-        buf += chunk
-    return bytes(buf)
-
-
-def recv_msg(sock: socket.socket) -> dict[str, Any]:
-    """One reply. The peer answers one message per request and sends nothing unasked, so one
-    ``recv`` usually returns the whole frame (length and body: one syscall, not two); bytes past
-    the frame would be a protocol error."""
-    data = sock.recv(_RECV_BYTES)
-    if not data:
-        raise ConnectionError("engine closed the connection")
-    if len(data) < _LEN.size:
-        data += recv_exact(sock, _LEN.size - len(data))
-    (n,) = _LEN.unpack_from(data)
-    if n > MAX_FRAME:
-        raise ConnectionError(f"frame of {n} bytes is over the {MAX_FRAME} limit")
-    end = _LEN.size + n
-    if len(data) < end:
-        data += recv_exact(sock, end - len(data))
-    elif len(data) > end:
-        raise ConnectionError(f"{len(data) - end} unexpected bytes after a reply")
-    return json.loads(data[_LEN.size:])
-
-
-def socket_path(opts: EngineOptions) -> Path:
-    assert opts.run_dir is not None
-    return opts.run_dir / "engine.sock"
-
-
-def pid_path(opts: EngineOptions) -> Path:
-    assert opts.run_dir is not None
-    return opts.run_dir / "engine.pid"
-
-
-# ---- supervision ---------------------------------------------------------------------------
-Conn = tuple[socket.socket, dict[str, Any]]
-
-
-def _try_connect(path: Path, timeout_s: float) -> Conn | None:
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    sock.settimeout(timeout_s)
-    try:
-        sock.connect(str(path))
-        send_msg(sock, {"op": "hello", "pid": os.getpid()})
-        hello = recv_msg(sock)
-        if hello.get("ok"):
-            return sock, hello
-    except (OSError, ValueError):
-        pass
-    sock.close()
-    return None
-
-
-def worker_json(settings: WorkerSettings) -> str:
-    """The worker settings for the engine's command line (no secrets live in them)."""
-    return json.dumps({k: str(v) if isinstance(v, Path) else v
-                       for k, v in asdict(settings).items()})
-
-
-def ensure_engine(opts: EngineOptions, worker: WorkerSettings,
-                  env: dict[str, str] | None = None) -> Conn:
-    """Connect to the live engine of ``opts.run_dir``, starting one under the lock if none."""
-    assert opts.run_dir is not None
-    opts.run_dir.mkdir(parents=True, exist_ok=True)
-    path = socket_path(opts)
-    conn = _try_connect(path, opts.request_timeout_s)
-    if conn is not None:
-        return conn
-    with open(opts.run_dir / "engine.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # released by the kernel if we die holding it
-        conn = _try_connect(path, opts.request_timeout_s)
-        if conn is not None:
-            return conn
-        # posix_spawn: a fresh interpreter (fork+exec), never a fork of this process's state.
-        pid = os.posix_spawn(sys.executable, [sys.executable, "-m", "workers.engine_server",
-                                              "--options", opts.to_json(),
-                                              "--worker", worker_json(worker)],
-                             os.environ if env is None else env)
-        _SPAWNED.add(pid)
-        log.warning("engine_starting", engine_pid=pid, run_dir=str(opts.run_dir))
-        end = time.monotonic() + opts.start_timeout_s
-        while time.monotonic() < end:
-            done, status = os.waitpid(pid, os.WNOHANG)
-            if done:
-                _SPAWNED.discard(pid)
-                raise EngineUnavailable(f"engine process exited with status {status} at start")
-            conn = _try_connect(path, opts.request_timeout_s)
-            if conn is not None:
-                return conn
-            time.sleep(0.05)
-        os.kill(pid, signal.SIGKILL)
-        os.waitpid(pid, 0)
-        _SPAWNED.discard(pid)
-        raise EngineUnavailable(f"engine did not start within {opts.start_timeout_s}s")
-
-
-def _reap() -> None:
-    """Collect engine processes this process started that have exited (no zombies)."""
-    for pid in list(_SPAWNED):
-        try:
-            done = os.waitpid(pid, os.WNOHANG)[0]
-        except ChildProcessError:
-            done = pid
-        if done:
-            _SPAWNED.discard(pid)
 
 
 # ---- the client ----------------------------------------------------------------------------
@@ -244,7 +71,7 @@ class EngineClient:
     def __init__(self, settings: WorkerSettings, options: EngineOptions | None = None,
                  env: dict[str, str] | None = None) -> None:
         self.settings = settings
-        self.options = (options or EngineOptions()).resolved()
+        self.options = resolved(options or EngineOptions())
         self._env = env
         self._lock = threading.Lock()
         self._sock: socket.socket | None = None
@@ -426,33 +253,4 @@ class EngineClient:
             slab.free(slot)
 
 
-def resolve_mode(mode: str, device: str) -> str:
-    """``auto`` (the default): the engine process on CUDA (one process owns the device; pool
-    processes never initialise CUDA), in-process sessions on CPU. On CPU the engine is the default
-    only when it beats in-process by >= 5 % end to end on every model (``bench.shm_bench``
-    ``default_modes``); measured (see the module docstring) it did not: digits-mlp 1.20x, minilm-l6
-    0.94x (median paired ratios, 2 shared CPUs), so a tie goes to in-process sessions: one process
-    fewer, no socket hop, no engine restart path. ``shared`` stays available on CPU (it keeps one
-    copy of each model per host, and was 1.9x on the minilm worker path)."""
-    if mode in ("inprocess", "shared"):
-        return mode
-    if mode != "auto":
-        raise ValueError(f"engine_mode must be inprocess, shared or auto, not {mode!r}")
-    if device == "cpu":
-        return "inprocess"
-    import onnxruntime as ort  # lists providers only; CUDA is not initialised by this
-
-    return "shared" if "CUDAExecutionProvider" in ort.get_available_providers() else "inprocess"
-
-
-def open_engine(settings: WorkerSettings, db: Any) -> Any:
-    """The engine a pool process uses, by ``settings.engine_mode``: an ``EngineClient`` or an
-    in-process ``InferenceEngine`` (both have ``run(model, feeds)``, ``model``, ``device``)."""
-    if resolve_mode(settings.engine_mode, settings.device) == "shared":
-        return EngineClient(settings)
-    from workers.engine import InferenceEngine
-
-    return InferenceEngine(settings, db)
-
-
-__all__ = ["EngineClient", "EngineOptions", "EngineInferenceError", "WorkerError", "open_engine"]
+__all__ = ["EngineClient", "EngineInferenceError", "WorkerError"]

@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 
 from agentq.log import get_logger
-from workers.errors import FatalError, RetryableError
+from engine.errors import FatalError, RetryableError
 
 log = get_logger("agentq.shm")
 

@@ -18,7 +18,7 @@ from sqlalchemy import Engine
 from agentq.config import WorkerSettings
 from agentq.log import get_logger
 from storage.registry import active_variant
-from workers.errors import EngineUnavailable
+from engine.errors import EngineUnavailable
 
 log = get_logger("agentq.engine")
 
@@ -40,7 +40,7 @@ def providers_for(device: str) -> list[str]:
 def session_options(settings: WorkerSettings,
                     config: dict[str, str] | None = None) -> ort.SessionOptions:
     """Session options from the worker settings; ``config``: extra ORT session config entries
-    (the engine process turns intra-op spinning off, see ``workers.engine_server``)."""
+    (the engine process turns intra-op spinning off, see ``engine.server``)."""
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     opts.intra_op_num_threads = settings.intra_op_threads

@@ -15,8 +15,8 @@ from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 from sqlalchemy import Engine, text
 
 from agentq.config import KafkaSettings, Settings
-from workers.autoscaler import PartitionLag
-from workers.routing import queue_depths
+from ops.autoscaler import PartitionLag
+from bridge.routing import queue_depths
 
 TERMINAL_SQL = "('succeeded','failed','rejected','expired')"
 

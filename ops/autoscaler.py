@@ -26,21 +26,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
-
-@dataclass(frozen=True)
-class ScalingConfig:
-    min_workers: int = 1
-    max_workers: int = 8
-    target_drain_s: float = 30.0  # drain the backlog within this time
-    scale_down_window_s: float = 60.0  # stabilisation window before any scale-down
-    gain_settle_s: float = 10.0  # wait this long after a scale-up before judging its gain
-    min_gain_fraction: float = 0.25  # of the expected gain; below it the pool is saturated
-    saturation_hold_s: float = 120.0  # keep the saturation cap this long
-    assumed_per_worker_jobs_s: float = 50.0  # per-worker rate before any was measured
-    tolerance: float = 0.1  # fraction of a worker ignored when rounding up
-    min_bridges: int = 1
-    max_partitions: int = 4  # partitions of the jobs topic (bridges never exceed it)
-    bridge_jobs_s: float = 5_000.0  # what one bridge moves per second
+from agentq.config import ScalingConfig
 
 
 @dataclass(frozen=True)

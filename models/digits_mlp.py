@@ -1,0 +1,96 @@
+"""digits-mlp: an MLP over scikit-learn's 8x8 digits, trained at build time.
+
+``input``: ``{"pixels": [64 numbers, 0-16]}``; result: ``label`` (0-9) and ``probs`` (10).
+Tiny and pipeline-bound: batches are 4x the bridge's ``max_batch``.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from models.catalog import InputProblem, ModelSpec, Prepared, Step
+
+_NUMBER_TYPES = frozenset({int, float})
+
+
+def check_input(inp: dict[str, Any], limits: Any) -> InputProblem | None:
+    pixels = inp.get("pixels")
+    if not isinstance(pixels, list) or len(pixels) != limits.max_pixels:
+        return "SCHEMA", f"input.pixels must be a list of {limits.max_pixels} numbers"
+    # Fast path (the bridge's hot loop): exact int/float types (no bool), and a finite sum means
+    # no inf or nan anywhere (either would propagate); otherwise check item by item.
+    bad = ("SCHEMA", "input.pixels must hold finite numbers")
+    try:
+        if {type(p) for p in pixels} <= _NUMBER_TYPES and math.isfinite(sum(pixels)):
+            return None
+        for p in pixels:
+            if isinstance(p, bool) or not isinstance(p, int | float) or not math.isfinite(p):
+                return bad
+    except OverflowError:  # an integer too large for a float
+        return bad
+    return None
+
+
+class DigitsHandler:
+    def prepare(self, inputs: list[dict[str, Any]]) -> Prepared:
+        rows, ok, errors = [], [], {}
+        for i, inp in enumerate(inputs):
+            try:
+                arr = np.asarray(inp["pixels"], dtype=np.float32)
+                if arr.shape != (64,) or not np.isfinite(arr).all():
+                    raise ValueError(f"pixels must be 64 finite numbers, got shape {arr.shape}")
+            except (KeyError, TypeError, ValueError) as e:
+                errors[i] = f"bad pixels: {e}"
+                continue
+            rows.append(arr)
+            ok.append(i)
+        feeds = {"pixels": np.stack(rows) if rows else np.zeros((0, 64), np.float32)}
+        return Prepared(feeds, ok, errors, [{} for _ in ok])
+
+    def results(self, outputs: list[np.ndarray], prepared: Prepared) -> list[dict[str, Any]]:
+        probs = outputs[0]
+        labels = probs.argmax(axis=1)
+        return [{"label": int(labels[k]), "probs": probs[k].tolist()} for k in range(len(labels))]
+
+
+def sample_inputs(rng: random.Random) -> Iterator[dict[str, Any]]:
+    """The 1,797 real images of scikit-learn's digits set, in order, cycled."""
+    from sklearn.datasets import load_digits
+
+    images = load_digits().data.tolist()
+    while True:
+        yield from ({"pixels": img} for img in images)
+
+
+def _version() -> str:
+    from models import digits_build
+
+    return digits_build.version()
+
+
+def _build(out: Path, step: Step) -> dict[str, Any]:
+    from models import digits_build
+
+    return digits_build.build(out, step)
+
+
+SPEC = ModelSpec(
+    name="digits-mlp",
+    summary=__doc__.split("\n")[0],
+    input_schema={"type": "object", "required": ["pixels"], "properties": {
+        "pixels": {"type": "array", "minItems": 64, "maxItems": 64,
+                   "items": {"type": "number"}}}},
+    check_input=check_input,
+    make_handler=DigitsHandler,
+    version=_version,
+    build=_build,
+    result_columns=("label", "probs"),
+    sample_inputs=sample_inputs,
+    batch_scale=4,  # tiny model: per-batch overheads dominate, batch bigger
+)
