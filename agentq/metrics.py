@@ -104,9 +104,9 @@ def start_server(port: int | None = None, role: str = "agentq") -> int | None:
     return port
 
 
-def start_worker_server() -> int | None:
+def start_worker_server(port: int | None = None) -> int | None:
     """In a Celery parent process, before forking: multiprocess mode, then serve."""
-    port = port_from_env()
+    port = port_from_env() if port is None else port
     if not port:
         return None
     os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR",

@@ -39,8 +39,8 @@ def isolated(settings: Settings, tag: str) -> Settings:
 
 
 def run_bridge(settings: Settings, total: int, profile: bool, timeout_s: float) -> dict[str, Any]:
-    from workers.app import make_celery
     from bridge.consumer import Bridge
+    from workers.app import make_celery
 
     db = make_engine(settings.worker_database_url, pool_size=4, app_name="agentq-bench-bridge")
     bridge = Bridge(settings, db, make_celery(settings))

@@ -161,7 +161,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def register(sub: Any) -> None:
-    p = sub.add_parser('burst', help='a burst: offered load, lag, workers, throughput', description=__doc__,
+    p = sub.add_parser("burst", help="a burst: offered load, lag, workers, throughput",
+                       description=__doc__,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     add_arguments(p)
     p.set_defaults(run=command)
@@ -178,10 +179,10 @@ def main(argv: list[str] | None = None) -> int:
 def command(args: argparse.Namespace, settings: Any) -> int:
 
     from agentq.config import Settings
+    from ops.lag import inflight_jobs
     from producers.topics import ensure_topics
     from storage.db import make_engine
     from tests.support import Stack, isolated_settings, wait_terminal
-    from ops.lag import inflight_jobs
 
     base = Settings.from_env()
     s, env = isolated_settings(base, "bench-burst")

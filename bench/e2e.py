@@ -402,7 +402,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def register(sub: Any) -> None:
-    p = sub.add_parser('e2e', help='ceiling vs naive vs agentq, drain and latency at offered loads', description=__doc__,
+    p = sub.add_parser("e2e", help="ceiling vs naive vs agentq, drain and latency at offered loads",
+                       description=__doc__,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     add_arguments(p)
     p.set_defaults(run=command)

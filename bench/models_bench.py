@@ -267,7 +267,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def register(sub: Any) -> None:
-    p = sub.add_parser('models', help='PyTorch eager vs ORT fp32 / fused / int8 over batch x length', description=__doc__,
+    p = sub.add_parser("models",
+                       help="PyTorch eager vs ORT fp32 / fused / int8 over batch x length",
+                       description=__doc__,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     add_arguments(p)
     p.set_defaults(run=command)

@@ -67,7 +67,7 @@ def infer(job_id: str, model: str, inp: dict[str, Any]) -> None:
     with torch.inference_mode():
         if model == "digits-mlp":
             probs = net(torch.tensor([inp["pixels"]], dtype=torch.float32))[0].numpy()
-            row = (job_id, model, int(np.argmax(probs)), probs.tolist(), None)
+            row: tuple[Any, ...] = (job_id, model, int(np.argmax(probs)), probs.tolist(), None)
         else:
             enc = _state["tokenizer"].encode([inp["text"]])
             emb = net(torch.from_numpy(enc.input_ids), torch.from_numpy(enc.attention_mask))

@@ -115,9 +115,10 @@ def transport(sizes: list[int], budget_s: float, progress: Any) -> list[dict[str
 def bridge_batch(model: str) -> int:
     """The batch size the bridge dispatches for ``model`` under a backlog (bridge.consumer)."""
     from agentq.config import Settings
-    from bridge.consumer import MODEL_BATCH_SCALE
+    from models.catalog import CATALOG
 
-    return Settings.from_env().bridge.max_batch * MODEL_BATCH_SCALE.get(model, 1)
+    b = Settings.from_env().bridge
+    return b.max_batch * b.batch_scale.get(model, CATALOG[model].batch_scale)
 
 
 def _batches(model: str, batch: int, n_batches: int = 24, seed: int = 0) -> list[list[dict]]:
@@ -128,12 +129,13 @@ def _batches(model: str, batch: int, n_batches: int = 24, seed: int = 0) -> list
     jobs = [j.input for j in synthetic_jobs(model, batch * n_batches, seed=seed)]
     if model != "minilm-l6":
         return [jobs[i:i + batch] for i in range(0, len(jobs), batch)]
-    from bridge.buckets import TokenCounter, token_bucket
+    from bridge.buckets import token_bucket
+    from models.minilm_l6 import make_token_counter
 
-    count = TokenCounter.for_minilm()
+    count = make_token_counter()
     by_bucket: dict[int, list[dict]] = {}
     for inp in jobs:
-        by_bucket.setdefault(token_bucket(count(inp["text"])), []).append(inp)
+        by_bucket.setdefault(token_bucket(count(inp)), []).append(inp)
     out = []
     for items in by_bucket.values():
         out += [items[i:i + batch] for i in range(0, len(items), batch)]
@@ -147,14 +149,14 @@ def _worker(mode: str, model: str, opts_json: str, seconds: float, batch: int,
 
     settings = Settings.from_env()
     if mode == "shared":
-        from agentq.config import EngineOptions
         from engine.client import EngineClient
+        from engine.protocol import options_from_json
 
-        engine: Any = EngineClient(settings.worker, EngineOptions.from_json(opts_json))
+        engine: Any = EngineClient(settings.worker, options_from_json(opts_json))
         engine.wait_ready(60)
     else:
-        from storage.db import make_engine
         from engine.sessions import InferenceEngine
+        from storage.db import make_engine
 
         engine = InferenceEngine(settings.worker, make_engine(settings.worker_database_url,
                                                               pool_size=1, app_name="bench"))
@@ -211,9 +213,9 @@ def throughput(models: list[str], procs: int, seconds: float, rounds: int,
                progress: Any) -> dict[str, Any]:
     """Worker path: P pool-like processes, in-process sessions vs the shared engine (started
     once with its default options, as a Celery worker would), interleaved rounds, medians."""
-    from agentq.config import Settings
-    from agentq.config import EngineOptions
+    from agentq.config import EngineOptions, Settings
     from engine.client import EngineClient
+    from engine.protocol import options_json
 
     settings = Settings.from_env()
     run_dir = Path(tempfile.mkdtemp(prefix="agentq-bench-engine-"))
@@ -230,7 +232,7 @@ def throughput(models: list[str], procs: int, seconds: float, rounds: int,
             got: dict[str, list[float]] = {"inprocess": [], "shared": []}
             for r in range(rounds):
                 for mode in _order(r, ("inprocess", "shared")):
-                    jps = _round(mode, model, procs, seconds, batch, opts.to_json())
+                    jps = _round(mode, model, procs, seconds, batch, options_json(opts))
                     got[mode].append(round(jps, 1))
                     progress(f"worker path {model} {mode} round {r + 1}: {jps:,.0f} jobs/s")
             stats = keeper.stats()
@@ -439,7 +441,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def register(sub: Any) -> None:
-    p = sub.add_parser('shm', help='shared memory vs pickling; engine vs in-process', description=__doc__,
+    p = sub.add_parser("shm", help="shared memory vs pickling; engine vs in-process",
+                       description=__doc__,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     add_arguments(p)
     p.set_defaults(run=command)

@@ -27,14 +27,17 @@ def token_bucket(tokens: int, edges: Sequence[int] = EDGES) -> int:
     return len(edges)
 
 
+def _bucket_of_item(count: Callable[[dict[str, Any]], int]) -> Callable[[Any], int]:
+    return lambda item: token_bucket(count(item.job.input))
+
+
 def bucket_fns(catalog: Mapping[str, ModelSpec] = CATALOG) -> dict[str, Callable[[Any], int]]:
     """Bucket functions for the micro-batcher, by model name: the token bucket of a bridge item
     (``item.job.input``) for every model whose catalogue entry counts tokens."""
     fns: dict[str, Callable[[Any], int]] = {}
     for name, entry in catalog.items():
         if entry.make_token_counter is not None:
-            count = entry.make_token_counter()
-            fns[name] = lambda item, _count=count: token_bucket(_count(item.job.input))
+            fns[name] = _bucket_of_item(entry.make_token_counter())
     return fns
 
 

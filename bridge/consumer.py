@@ -15,6 +15,7 @@ from __future__ import annotations
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -22,29 +23,30 @@ from typing import Any
 from kafka import ConsumerRebalanceListener, KafkaConsumer, TopicPartition
 from kafka.structs import OffsetAndMetadata
 from sqlalchemy import Engine
-from sqlalchemy.exc import OperationalError
 
-from agentq.config import Settings
-from agentq.log import get_logger
-from producers.contract import JobMessage, Rejection, RejectReason, parse_record
-from storage.ledger import record_jobs
-from storage.ledger_bridge import record_batch
-from storage.registry import registered_names
-from storage.schema import JobStatus
 from agentq import metrics
+from agentq.config import Settings
+from agentq.failpoints import failpoint
+from agentq.log import get_logger
 from bridge.batcher import Batch, MicroBatcher
 from bridge.buckets import bucket_fns
 from bridge.dispatch import Dispatcher
-from producers.dlq import DeadLetters
-from agentq.failpoints import failpoint
 from bridge.inflight import InflightGate
 from bridge.offsets import OffsetTracker, Ticket
-from bridge.routing import Router, placements
+from bridge.routing import Router
+from models.catalog import CATALOG
+from producers.contract import JobMessage, Rejection, RejectReason, parse_record
+from producers.dlq import DeadLetters
+from storage.db import connection, transaction
+from storage.errors import StorageUnavailable
+from storage.ledger import insert_jobs, queue_jobs
+from storage.registry import placements, registered_names
+from storage.schema import JobStatus
+from workers.batch import JobBatch
+from workers.queues import publish
 
 log = get_logger("agentq.bridge")
 REJECT_NS = uuid.UUID("6f1c2d4e-7a8b-4c9d-8e0f-123456789abc")
-MODEL_BATCH_SCALE = {"digits-mlp": 4}  # tiny model: per-batch overheads dominate, batch bigger
-DISPATCH_THREADS = 3
 
 
 def _ts(ms: float | None) -> datetime | None:
@@ -95,17 +97,20 @@ class _Listener(ConsumerRebalanceListener):
 class Bridge:
     def __init__(self, settings: Settings, db: Engine, celery_app: Any,
                  consumer: KafkaConsumer | None = None, dlq: DeadLetters | None = None,
-                 router: Router | None = None, dispatch_threads: int = DISPATCH_THREADS,
-                 batcher: MicroBatcher | None = None) -> None:
+                 router: Router | None = None, dispatch_threads: int | None = None,
+                 batcher: MicroBatcher | None = None,
+                 publisher: Callable[[JobBatch, str], None] | None = None) -> None:
         self.s = settings
         self.db = db
         self.celery = celery_app
         self.dlq = dlq or DeadLetters(settings.kafka)
         self.router = router or Router(settings, celery_app)
+        self.publish = publisher or (lambda batch, queue: publish(celery_app, batch, queue))
         self.tracker = OffsetTracker()
         self.inflight = InflightGate(settings, db)
         self.batcher = batcher if batcher is not None else make_batcher(settings)
-        self.dispatcher = Dispatcher(dispatch_threads)
+        self.dispatcher = Dispatcher(settings.bridge.dispatch_threads
+                                     if dispatch_threads is None else dispatch_threads)
         self.rejects: list[Reject] = []
         self.known_models: set[str] = set()
         self._models_checked = 0.0
@@ -213,28 +218,18 @@ class Bridge:
             return
         live.sort(key=lambda it: -it.job.priority)
         queue = self.router.queue_for(batch.model)
-        batch_id = str(uuid.uuid4())
-        queued_at = _ts(now_ms)
-        rows = [{
-            "job_id": it.job.job_id, "model": it.job.model, "status": JobStatus.QUEUED,
-            "tenant": it.job.tenant, "priority": it.job.priority, "input": it.job.input,
-            "meta": it.job.meta, "queue": queue, "batch_id": batch_id,
-            "source_topic": it.topic, "source_partition": it.partition,
-            "source_offset": it.offset, "deadline_at": _ts(it.job.deadline_ms),
-            "produced_at": _ts(it.produced_ms), "received_at": _ts(it.received_ms),
-            "queued_at": queued_at,
-        } for it in live]
+        jobs = JobBatch.new(batch.model)
+        for it in live:
+            jobs.add(it.job, topic=it.topic, partition=it.partition, offset=it.offset,
+                     produced_ms=it.produced_ms, received_ms=it.received_ms)
+        rows = jobs.ledger_rows(queue, now_ms)
 
         def durable() -> int:  # on a dispatch thread: no tracker, no stats here
-            to_run = self._retry_db(lambda: self._record(rows))
-            jobs = [{"job_id": it.job.job_id, "input": it.job.input,
-                     **({"deadline_ms": it.job.deadline_ms} if it.job.deadline_ms else {})}
-                    for it in live if it.job.job_id in to_run]
-            if jobs:
-                payload = {"batch_id": batch_id, "model": batch.model, "jobs": jobs}
-                self._retry_io(lambda: self.router.publish(payload, queue), "celery_publish")
+            to_run = jobs.only(self._retry_db(lambda: self._record(rows)))
+            if len(to_run):
+                self._retry_io(lambda: self.publish(to_run, queue), "celery_publish")
                 failpoint("bridge.after_publish")
-            return len(jobs)
+            return len(to_run)
 
         def completed(sent: int) -> None:  # on the bridge's thread
             self.stats["duplicates"] += len(live) + len(repeats) - sent
@@ -243,7 +238,7 @@ class Bridge:
                 self.stats["batches"] += 1
                 self.inflight.dispatched(sent)
                 metrics.batch_dispatched(batch.model, sent)
-                log.debug("batch_dispatched", batch_id=batch_id, model=batch.model,
+                log.debug("batch_dispatched", batch_id=jobs.batch_id, model=batch.model,
                           batch_size=sent, queue=queue)
             for it in live + repeats:
                 self.tracker.done(it.ticket)
@@ -251,8 +246,8 @@ class Bridge:
         self.dispatcher.submit(durable, completed)
 
     def _record(self, rows: list[dict[str, Any]]) -> set[str]:
-        with self.db.begin() as conn:
-            return record_batch(conn, rows)
+        with transaction(self.db) as conn:
+            return queue_jobs(conn, rows)
 
     def flush_rejects(self) -> None:
         if not self.rejects:
@@ -281,8 +276,8 @@ class Bridge:
                  reasons=sorted({r.rejection.reason.value for r in rejects}))
 
     def _record_rejects(self, rows: list[dict[str, Any]]) -> None:
-        with self.db.begin() as conn:
-            record_jobs(conn, rows)
+        with transaction(self.db) as conn:
+            insert_jobs(conn, rows)
 
     def flush_all(self) -> None:
         """Everything buffered or in flight durable and marked done."""
@@ -325,16 +320,16 @@ class Bridge:
         if time.monotonic() - self._models_checked < 10 and self.known_models:
             return
         try:
-            with self.db.connect() as conn:
+            with connection(self.db) as conn:
                 self.known_models = registered_names(conn)
                 self.router.set_placements(placements(conn))
             self._models_checked = time.monotonic()
-        except OperationalError as e:
+        except StorageUnavailable as e:
             log.warning("registry_unavailable", error=str(e)[:200])
 
     # -- retry helpers ---------------------------------------------------------------------
     def _retry_db(self, fn: Any) -> Any:
-        return self._retry_io(fn, "ledger_write", retry_on=(OperationalError,))
+        return self._retry_io(fn, "ledger_write", retry_on=(StorageUnavailable,))
 
     def _retry_io(self, fn: Any, what: str, retry_on: tuple[type[BaseException], ...] = (
             Exception,)) -> Any:
@@ -362,5 +357,6 @@ class Bridge:
 def make_batcher(settings: Settings) -> MicroBatcher:
     """The bridge's micro-batcher: token buckets for text models, bigger digits batches."""
     b = settings.bridge
+    scale = {name: b.batch_scale.get(name, entry.batch_scale) for name, entry in CATALOG.items()}
     return MicroBatcher(b.max_batch, b.max_wait_ms, bucket_fns=bucket_fns(),
-                        max_batch_for={m: b.max_batch * k for m, k in MODEL_BATCH_SCALE.items()})
+                        max_batch_for={m: b.max_batch * k for m, k in scale.items() if k != 1})

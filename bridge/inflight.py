@@ -19,12 +19,13 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from sqlalchemy import Engine
-from sqlalchemy.exc import SQLAlchemyError
 
+from agentq import metrics
 from agentq.config import Settings
 from agentq.log import get_logger
-from agentq import metrics
-from ops.lag import inflight_jobs
+from storage.db import connection
+from storage.errors import StorageError
+from storage.queries import count_inflight
 
 log = get_logger("agentq.bridge")
 
@@ -38,12 +39,16 @@ class InflightGate:
         self.topic = settings.kafka.jobs_topic
         self.refresh_s = refresh_s
         self.clock = clock
-        self._count = counter or (lambda parts: inflight_jobs(db, self.topic, parts))
+        self._count = counter or (lambda parts: self._count_ledger(db, parts))
         self._counted = 0
         self._since = 0
         self._at = float("-inf")
         if self.cap <= self.margin:
             log.warning("inflight_cap_below_poll_size", cap=self.cap, poll_max_records=self.margin)
+
+    def _count_ledger(self, db: Engine, partitions: list[int]) -> int:
+        with connection(db) as conn:
+            return count_inflight(conn, self.topic, partitions)
 
     def dispatched(self, n: int) -> None:
         self._since += n
@@ -60,7 +65,7 @@ class InflightGate:
             self._counted = self._count(parts) if parts else 0
             self._since = 0
             self._at = now
-        except SQLAlchemyError as e:  # keep the old bound; it only grows until the next count
+        except StorageError as e:  # keep the old bound; it only grows until the next count
             log.warning("inflight_count_failed", error=str(e)[:200])
 
     def full(self, partitions: Iterable[Any], buffered: int, queue_depth: int = 0,

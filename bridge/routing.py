@@ -3,37 +3,27 @@ signal).
 
 A model goes to `gpu` when the registry has an active cuda variant for it and a live worker
 consumes the gpu queue; when the gpu queue is deep and the model also has an active cpu variant,
-batches overflow to `cpu`. ``AGENTQ_ROUTE_<MODEL>`` (e.g. AGENTQ_ROUTE_MINILM_L6=gpu) pins a
-queue. GPU liveness is refreshed in a background thread (a Celery ``active_queues`` broadcast),
+batches overflow to `cpu`. ``settings.routes`` (``AGENTQ_ROUTE_<MODEL>``, e.g.
+AGENTQ_ROUTE_MINILM_L6=gpu) pins a queue. GPU liveness is refreshed in a background thread
+(a Celery ``active_queues`` broadcast),
 only while some model has a cuda variant, so the bridge's loop never waits on it.
 """
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from collections.abc import Mapping
 from typing import Any
 
 import redis
-from sqlalchemy import Connection, select
 
 from agentq.config import Settings
 from agentq.log import get_logger
-from storage.schema import models
+from workers.queues import QUEUES, queue_depths
 
 log = get_logger("agentq.routing")
 
-QUEUES = ("cpu", "gpu")
-
-
-def queue_depths(client: redis.Redis, prefix: str = "") -> dict[str, int]:
-    """Batches waiting per Celery queue (``<prefix>cpu``, ``<prefix>gpu``), one round trip."""
-    pipe = client.pipeline()
-    for q in QUEUES:
-        pipe.llen(prefix + q)
-    return dict(zip(QUEUES, (int(n) for n in pipe.execute()), strict=True))
 GPU_OVERFLOW_DEPTH = 100  # batches waiting on gpu before a cpu-capable model spills to cpu
 
 
@@ -50,28 +40,17 @@ def choose_queue(devices: frozenset[str] | set[str], gpu_live: bool, depths: Map
     return "gpu"
 
 
-def placements(conn: Connection) -> dict[str, frozenset[str]]:
-    """Devices with an active variant, by model name."""
-    out: dict[str, set[str]] = {}
-    for name, device in conn.execute(select(models.c.name, models.c.device)
-                                     .where(models.c.active.is_(True))):
-        out.setdefault(name, set()).add(device)
-    return {k: frozenset(v) for k, v in out.items()}
-
-
 class Router:
     def __init__(self, settings: Settings, celery_app: Any,
-                 redis_client: redis.Redis | None = None, gpu_check_interval_s: float = 15.0,
-                 env: Mapping[str, str] | None = None) -> None:
+                 redis_client: redis.Redis | None = None,
+                 gpu_check_interval_s: float = 15.0) -> None:
         self.celery = celery_app
         self.prefix = settings.queue_prefix
         self.redis = redis_client or redis.Redis.from_url(settings.redis_url,
                                                           socket_timeout=5)
         self._depths: dict[str, int] = {q: 0 for q in QUEUES}
         self._depth_at = 0.0
-        e = os.environ if env is None else env
-        self._pinned = {k[len("AGENTQ_ROUTE_"):].lower().replace("_", "-"): v
-                        for k, v in e.items() if k.startswith("AGENTQ_ROUTE_")}
+        self._pinned = dict(settings.routes)
         self._placements: dict[str, frozenset[str]] = {}
         self.gpu_live = False
         self._gpu_interval_s = gpu_check_interval_s
@@ -109,12 +88,7 @@ class Router:
                          self.depths(), self._pinned.get(model))
         return self.prefix + q
 
-    # -- publishing and depth ----------------------------------------------------------------
-    def publish(self, payload: dict[str, Any], queue: str) -> None:
-        self.celery.send_task("agentq.run_batch", args=[payload], queue=queue,
-                              retry=True, retry_policy={"max_retries": 3, "interval_start": 0.2,
-                                                        "interval_step": 0.5})
-
+    # -- depth -------------------------------------------------------------------------------
     def depths(self, max_age_s: float = 0.25) -> dict[str, int]:
         """Batches waiting per queue (cached briefly; last known values when Redis is down)."""
         now = time.monotonic()

@@ -69,7 +69,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def register(sub: Any) -> None:
-    p = sub.add_parser('demo', help='push a job stream through the whole system', description=__doc__,
+    p = sub.add_parser("demo", help="push a job stream through the whole system",
+                       description=__doc__,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     add_arguments(p)
     p.set_defaults(run=command)

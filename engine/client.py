@@ -43,7 +43,6 @@ import os
 import signal
 import socket
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +51,7 @@ import numpy as np
 from agentq.config import EngineOptions, WorkerSettings
 from agentq.log import get_logger
 from engine.errors import EngineUnavailable, FatalError, WorkerError
-from engine.protocol import pid_path, recv_msg, resolved, send_msg, socket_path
+from engine.protocol import recv_msg, resolved, send_msg
 from engine.slab import NoFreeSlot, Slab, pid_alive, proc_start_time
 from engine.supervise import _reap, ensure_engine
 

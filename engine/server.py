@@ -41,15 +41,15 @@ import sys
 import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from agentq.config import Settings, WorkerSettings
+from agentq.config import EngineOptions, Settings, WorkerSettings
 from agentq.log import configure_logging, get_logger
-from agentq.config import EngineOptions
+from engine.errors import EngineUnavailable
 from engine.protocol import (
     HEADER_BYTES,
     MAX_FRAME,
@@ -60,16 +60,24 @@ from engine.protocol import (
     send_msg,
     socket_path,
 )
-from engine.runner import _WAKE, SESSION_CONFIG, Conn, Request, _shape_key, engine_runners, output_specs, run_bound
-from engine.errors import EngineUnavailable
+from engine.runner import (
+    _WAKE,
+    SESSION_CONFIG,
+    Conn,
+    Request,
+    _shape_key,
+    engine_runners,
+    output_specs,
+    run_bound,
+)
 from engine.slab import Slab, pid_alive, proc_start_time
 
 log = get_logger("agentq.engine_server")
 
 class EngineServer:
     def __init__(self, settings: Settings, opts: EngineOptions) -> None:
-        from storage.db import make_engine
         from engine.sessions import InferenceEngine
+        from storage.db import make_engine
 
         self.opts = opts
         worker = settings.worker

@@ -17,8 +17,8 @@ from sqlalchemy import Engine
 
 from agentq.config import WorkerSettings
 from agentq.log import get_logger
-from storage.registry import active_variant
 from engine.errors import EngineUnavailable
+from storage.registry import active_variant
 
 log = get_logger("agentq.engine")
 

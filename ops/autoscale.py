@@ -17,13 +17,13 @@ from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any
 
-from agentq.config import Settings
+from agentq import metrics
+from agentq.config import ScalingConfig, Settings
 from agentq.log import get_logger
 from agentq.shutdown import stop_on_signals
-from storage.db import make_engine
-from agentq import metrics
-from agentq.config import ScalingConfig
 from ops.autoscaler import Decision, Observation, ScalerState, decide
+from storage.db import make_engine
+from workers.queues import queue_names
 
 log = get_logger("agentq.autoscale")
 
@@ -67,9 +67,9 @@ class Autoscaler:
 
     def __init__(self, settings: Settings, cfg: ScalingConfig, window_s: float = 10.0,
                  apply: bool = True, trace: Path | None = None) -> None:
-        from workers.app import app
         from ops.lag import Observer
         from ops.pool import CeleryPool
+        from workers.app import make_celery
 
         self.s = settings
         self.cfg = cfg
@@ -78,7 +78,7 @@ class Autoscaler:
         self.db = make_engine(settings.worker_database_url, pool_size=1,
                               app_name="agentq-autoscale")
         self.observer = Observer(settings, self.db, window_s)
-        self.pool = CeleryPool(app, [settings.queue_prefix + q for q in ("cpu", "gpu")])
+        self.pool = CeleryPool(make_celery(settings), queue_names(settings.queue_prefix))
         self.state = ScalerState()
         self.per_worker: float | None = None  # EWMA of jobs/s per busy worker process
         self.applied: tuple[int, float] | None = None  # (target, when) of the last resize

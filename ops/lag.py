@@ -12,13 +12,13 @@ from typing import Any
 
 import redis
 from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine
 
 from agentq.config import KafkaSettings, Settings
 from ops.autoscaler import PartitionLag
-from bridge.routing import queue_depths
-
-TERMINAL_SQL = "('succeeded','failed','rejected','expired')"
+from storage.db import connection
+from storage.queries import count_inflight, finished_in_window
+from workers.queues import queue_depth
 
 
 class LagReader:
@@ -94,11 +94,6 @@ class RateMeter:
         return max(0.0, (v1 - v0) / (t1 - t0)) if t1 > t0 else 0.0
 
 
-def queue_depth(client: redis.Redis, prefix: str = "") -> int:
-    """Batches waiting in the Celery queues (``<prefix>cpu`` and ``<prefix>gpu``)."""
-    return sum(queue_depths(client, prefix).values())
-
-
 class LedgerMeter:
     """Drain rate and batch size measured on the ledger: jobs of one source topic that reached
     a terminal state in the last ``window_s`` (served by the (status, updated_at) index)."""
@@ -110,12 +105,8 @@ class LedgerMeter:
 
     def read(self) -> tuple[float, float]:
         """(jobs per second, average jobs per batch) over the window."""
-        sql = text(
-            "SELECT count(*), count(DISTINCT batch_id) FROM jobs "
-            f"WHERE status IN {TERMINAL_SQL} "
-            "AND updated_at >= now() - make_interval(secs => :w) AND source_topic = :t")
-        with self.db.connect() as conn:
-            n, batches = conn.execute(sql, {"w": self.window_s, "t": self.topic}).one()
+        with connection(self.db) as conn:
+            n, batches = finished_in_window(conn, self.topic, self.window_s)
         return n / self.window_s, (n / batches if batches else 0.0)
 
     def inflight(self, partitions: list[int] | None = None) -> int:
@@ -124,14 +115,8 @@ class LedgerMeter:
 
 def inflight_jobs(db: Engine, topic: str, partitions: list[int] | None = None) -> int:
     """Jobs of ``topic`` dispatched to Celery and not yet terminal (queued or running)."""
-    sql = ("SELECT count(*) FROM jobs WHERE status IN ('queued','running') "
-           "AND source_topic = :t")
-    params: dict[str, Any] = {"t": topic}
-    if partitions is not None:
-        sql += " AND source_partition = ANY(:p)"
-        params["p"] = list(partitions)
-    with db.connect() as conn:
-        return int(conn.execute(text(sql), params).scalar_one())
+    with connection(db) as conn:
+        return count_inflight(conn, topic, partitions)
 
 
 class Observer:
@@ -156,3 +141,22 @@ class Observer:
     def close(self) -> None:
         self.lag.close()
         self.redis.close()
+
+
+class KafkaBacklog:
+    """Backlog of the bridge's consumer group for producer admission control
+    (``producers.admission.BacklogSource``): total lag, drained at the commit rate."""
+
+    def __init__(self, kafka: KafkaSettings, topic: str | None = None,
+                 group_id: str | None = None, window_s: float = 10.0) -> None:
+        self.reader: Any = LagReader(kafka, topic, group_id)
+        self.drained = RateMeter(window_s)
+
+    def read(self) -> tuple[int, float | None]:
+        parts = self.reader.read()
+        consumed = sum(p.end_offset - p.lag for p in parts)
+        rate = self.drained.add(consumed)
+        return sum(p.lag for p in parts), (rate if self.drained.ready() else None)
+
+    def close(self) -> None:
+        self.reader.close()

@@ -4,7 +4,7 @@ Celery loses tasks in known ways (Redis restarted without persistence, a worker 
 its task unacknowledged, a publish lost with the bridge). The ledger does not: every live job
 not touched for ``lease_s`` is re-published as a ``run_batch`` built from its ``input`` column,
 grouped by model and queue. A job lost while ``running`` is re-published still ``running``, so
-the worker runs it on its own and counts its attempt (``storage.retry``); one already at
+the worker runs it on its own and counts its attempt (``storage.ledger``); one already at
 ``max_attempts`` is ``failed`` (``WORKER_CRASHED``) with a DLQ copy, so a job that kills its
 worker cannot loop forever. Jobs past their deadline are ``expired``.
 
@@ -20,7 +20,6 @@ Several reapers are safe: rows are locked with SKIP LOCKED and their lease renew
 from __future__ import annotations
 
 import argparse
-import os
 import threading
 import uuid
 from dataclasses import dataclass
@@ -29,15 +28,18 @@ from typing import Any
 
 import redis
 from sqlalchemy import Engine
-from sqlalchemy.exc import OperationalError
 
 from agentq.config import Settings
 from agentq.log import get_logger
 from producers.contract import RejectReason
-from storage.ledger import end_jobs
-from storage.retry import fail_jobs, stuck_queues, take_stuck
+from producers.dlq import dead_letter
+from storage.db import connection, transaction
+from storage.errors import StorageUnavailable
+from storage.ledger import expire_jobs, fail_jobs, take_stuck
+from storage.queries import stuck_queues
 from storage.schema import JobStatus
-from workers.retry import dead_letter
+from workers.batch import JobBatch
+from workers.queues import publish
 
 log = get_logger("agentq.reaper")
 
@@ -66,22 +68,21 @@ class Reaper:
         st = ReapStats()
         now = datetime.now(UTC)
         limit = self.s.worker.max_attempts
-        with self.db.connect() as conn:
+        with connection(self.db) as conn:
             busy = self._busy_queues(stuck_queues(conn, self.lease_s))
-        with self.db.begin() as conn:
+        with transaction(self.db) as conn:
             rows = take_stuck(conn, self.lease_s, self.limit, skip_queues=busy,
                               max_attempts=limit)
             if not rows:
                 return st
             late = [r for r in rows if r["deadline_at"] is not None and r["deadline_at"] < now]
             gone = {r["job_id"] for r in late}
-            dead = [r for r in rows if r["job_id"] not in gone and r["status"] == "running"
+            dead = [r for r in rows if r["job_id"] not in gone and r["status"] == JobStatus.RUNNING
                     and r["attempts"] >= limit]
             gone |= {r["job_id"] for r in dead}
             again = [r for r in rows if r["job_id"] not in gone]
-            st.expired = end_jobs(conn, [(r["job_id"], JobStatus.EXPIRED,
-                                          RejectReason.EXPIRED.value,
-                                          "deadline passed while stuck") for r in late], now)
+            st.expired = expire_jobs(conn, [(r["job_id"], RejectReason.EXPIRED.value,
+                                             "deadline passed while stuck") for r in late], now)
             failed = fail_jobs(conn, [(
                 r["job_id"], RejectReason.WORKER_CRASHED.value,
                 f"lost while running {r['attempts']} times; gave up"
@@ -119,13 +120,9 @@ class Reaper:
         for (model, queue), group in groups.items():
             for i in range(0, len(group), size):
                 chunk = group[i:i + size]
-                jobs = [{"job_id": r["job_id"], "input": r["input"],
-                         **({"deadline_ms": int(r["deadline_at"].timestamp() * 1000)}
-                            if r["deadline_at"] else {})} for r in chunk]
-                payload = {"batch_id": f"reap-{uuid.uuid4()}", "model": model, "jobs": jobs}
+                batch = JobBatch.from_ledger_rows(model, chunk, f"reap-{uuid.uuid4()}")
                 try:
-                    self.celery.send_task("agentq.run_batch", args=[payload], queue=queue,
-                                          retry=True, retry_policy={"max_retries": 2})
+                    publish(self.celery, batch, queue, retry_policy={"max_retries": 2})
                 except Exception as e:  # Redis down: the lease brings them back next time
                     log.warning("reaper_publish_failed", error=str(e)[:200], jobs=len(chunk))
                     continue
@@ -149,7 +146,7 @@ class Reaper:
         while not stop.wait(every):
             try:
                 self.reap_once()
-            except OperationalError as e:
+            except StorageUnavailable as e:
                 log.warning("reaper_db_unavailable", error=str(e)[:200])
             except Exception as e:  # the reaper must outlive any one bad pass
                 log.warning("reaper_pass_failed", error=str(e)[:300])
@@ -163,8 +160,9 @@ class Reaper:
 
 def start_reaper(settings: Settings, db: Engine, celery_app: Any,
                  stop: threading.Event) -> threading.Thread | None:
-    """Run a reaper thread next to the bridge (unless AGENTQ_BRIDGE_REAPER=0)."""
-    if os.environ.get("AGENTQ_BRIDGE_REAPER", "1").lower() in ("0", "false", "no"):
+    """Run a reaper thread next to the bridge (unless ``settings.bridge.reaper`` is off:
+    AGENTQ_BRIDGE_REAPER=0)."""
+    if not settings.bridge.reaper:
         return None
     t = threading.Thread(target=Reaper(settings, db, celery_app).run, args=(stop,),
                          name="agentq-reaper", daemon=True)
@@ -179,7 +177,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def register(sub: Any) -> None:
-    p = sub.add_parser('reaper', help='re-enqueue jobs stuck past their lease', description=__doc__,
+    p = sub.add_parser("reaper", help="re-enqueue jobs stuck past their lease", description=__doc__,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     add_arguments(p)
     p.set_defaults(run=command)

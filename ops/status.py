@@ -12,30 +12,11 @@ from typing import Any
 from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine
 
 from agentq.config import Settings
 from storage.db import make_engine
-
-MODEL_SQL = text("""
-SELECT model,
-       count(*) AS finished,
-       count(*) FILTER (WHERE status = 'succeeded') AS succeeded,
-       count(*) FILTER (WHERE status <> 'succeeded') AS not_ok,
-       percentile_cont(0.50) WITHIN GROUP (ORDER BY ms) AS p50,
-       percentile_cont(0.95) WITHIN GROUP (ORDER BY ms) AS p95,
-       percentile_cont(0.99) WITHIN GROUP (ORDER BY ms) AS p99
-FROM (SELECT model, status,
-             1000 * extract(epoch FROM finished_at - coalesce(produced_at, received_at))::float8
-               AS ms
-      FROM jobs
-      WHERE status IN ('succeeded', 'failed', 'rejected', 'expired')
-        AND updated_at >= now() - make_interval(secs => :w)
-        AND finished_at >= now() - make_interval(secs => :w)) t
-GROUP BY model ORDER BY model
-""")
-OPEN_SQL = text("SELECT status::text, count(*) FROM jobs WHERE status IN ('queued', 'running') "
-                "AND source_topic = :t GROUP BY status")
+from storage.queries import model_report, open_jobs
 
 
 @dataclass
@@ -77,25 +58,24 @@ class StatusReader:
     def _read_depth(self, snap: Snapshot) -> None:
         import redis
 
-        from ops.lag import queue_depth
+        from workers.queues import queue_depth
 
         self._redis = self._redis or redis.Redis.from_url(self.s.redis_url, socket_timeout=3)
         snap.queue_depth = queue_depth(self._redis, self.s.queue_prefix)
 
     def _read_workers(self, snap: Snapshot) -> None:
-        from workers.app import app
         from ops.pool import CeleryPool
+        from workers.app import make_celery
+        from workers.queues import queue_names
 
         self._pool = self._pool or CeleryPool(
-            app, [self.s.queue_prefix + q for q in ("cpu", "gpu")], timeout_s=1.0)
+            make_celery(self.s), queue_names(self.s.queue_prefix), timeout_s=1.0)
         snap.workers = self._pool.workers()
 
     def _read_ledger(self, snap: Snapshot) -> None:
         with self.db.connect() as conn:
-            snap.models = [dict(r._mapping) for r in conn.execute(MODEL_SQL,
-                                                                  {"w": self.window_s})]
-            snap.open_jobs = {r[0]: r[1] for r in conn.execute(
-                OPEN_SQL, {"t": self.s.kafka.jobs_topic})}
+            snap.models = model_report(conn, self.window_s)
+            snap.open_jobs = open_jobs(conn, self.s.kafka.jobs_topic)
 
     def close(self) -> None:
         if self._lag is not None:
@@ -151,7 +131,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def register(sub: Any) -> None:
-    p = sub.add_parser('status', help='live view of lag, queues, workers, latency', description=__doc__,
+    p = sub.add_parser("status", help="live view of lag, queues, workers, latency",
+                       description=__doc__,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     add_arguments(p)
     p.set_defaults(run=command)

@@ -6,8 +6,9 @@ right away (``timeout_s=0``) or blocks, re-reading the backlog, up to ``timeout_
 raising: the caller's choice, per producer or per call.
 
 Sources of the backlog (anything with ``read() -> (backlog_jobs, drain_jobs_s | None)``):
-:class:`KafkaBacklog` (lag of the bridge's consumer group, drained at the rate its committed
-offsets advance — Kafka only, no database credentials needed) or any fake in tests. While the
+``ops.lag.KafkaBacklog`` (lag of the bridge's consumer group, drained at the rate its committed
+offsets advance — Kafka only, no database credentials needed), passed in by the caller, or any
+fake in tests. While the
 drain rate is still unknown (first reading) jobs are admitted.
 """
 
@@ -16,9 +17,8 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Protocol
 
-from agentq.config import KafkaSettings
 from producers.errors import Backpressure, ProducerError
 
 
@@ -68,23 +68,3 @@ class Admission:
             if left <= 0:
                 raise Backpressure(backlog, self.limit_s)
             self.sleep(min(self.refresh_s, left))
-
-
-class KafkaBacklog:
-    """Backlog of the bridge's consumer group: total lag, drained at the commit rate."""
-
-    def __init__(self, kafka: KafkaSettings, topic: str | None = None,
-                 group_id: str | None = None, window_s: float = 10.0) -> None:
-        from ops.lag import LagReader, RateMeter
-
-        self.reader: Any = LagReader(kafka, topic, group_id)
-        self.drained = RateMeter(window_s)
-
-    def read(self) -> tuple[int, float | None]:
-        parts = self.reader.read()
-        consumed = sum(p.end_offset - p.lag for p in parts)
-        rate = self.drained.add(consumed)
-        return sum(p.lag for p in parts), (rate if self.drained.ready() else None)
-
-    def close(self) -> None:
-        self.reader.close()

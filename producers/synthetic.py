@@ -15,7 +15,10 @@ __all__ = ["sentence", "synthetic_jobs"]
 def synthetic_jobs(model: str, count: int, seed: int = 0, tenant: str | None = None,
                    deadline_ms: int | None = None) -> Iterator[JobMessage]:
     rng = random.Random(seed)
-    inputs = CATALOG[model].sample_inputs(rng)
+    make = CATALOG[model].sample_inputs
+    if make is None:
+        raise ValueError(f"model {model!r} has no sample inputs in its catalogue entry")
+    inputs = make(rng)
     for _ in range(count):
         yield JobMessage.new(model, next(inputs), tenant=tenant or f"tenant-{rng.randrange(8)}",
                              deadline_ms=deadline_ms)

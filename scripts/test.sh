@@ -11,6 +11,6 @@ set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/prepare.sh"
 t0=$SECONDS
 ruff check .
-mypy agentq producers storage workers models
+mypy agentq cli producers bridge workers engine ops storage models
 python -m pytest -p no:cacheprovider -m "${AGENTQ_TEST_MARKS:-not slow}" "$@"
 echo "tests took $((SECONDS - t0)) s"

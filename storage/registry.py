@@ -45,3 +45,12 @@ def active_variant(conn: Connection, name: str, device: str) -> dict[str, Any]:
 
 def registered_names(conn: Connection) -> set[str]:
     return set(conn.execute(select(models.c.name).where(models.c.active.is_(True))).scalars())
+
+
+def placements(conn: Connection) -> dict[str, frozenset[str]]:
+    """Devices with an active variant, by model name."""
+    out: dict[str, set[str]] = {}
+    for name, device in conn.execute(select(models.c.name, models.c.device)
+                                     .where(models.c.active.is_(True))):
+        out.setdefault(name, set()).add(device)
+    return {k: frozenset(v) for k, v in out.items()}

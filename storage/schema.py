@@ -42,6 +42,7 @@ class JobStatus(StrEnum):
 
 TERMINAL = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.REJECTED,
                       JobStatus.EXPIRED})
+LIVE = (JobStatus.QUEUED.value, JobStatus.RUNNING.value)  # dispatched, not yet terminal
 
 metadata = MetaData()
 

@@ -11,9 +11,9 @@ from sqlalchemy import Engine
 
 from agentq.config import Settings
 from agentq.log import get_logger
-from storage.db import make_engine
 from engine.factory import open_engine
 from models.catalog import CATALOG, Handler
+from storage.db import make_engine
 
 log = get_logger("agentq.worker")
 
@@ -30,7 +30,7 @@ class WorkerContext:
     @classmethod
     def start(cls, settings: Settings) -> WorkerContext:
         db = make_engine(settings.worker_database_url, pool_size=2, app_name="agentq-worker")
-        engine = open_engine(settings.worker, db)
+        engine = open_engine(settings.worker, db, settings.engine)
         ctx = cls(settings, db, engine)
         for name in CATALOG:
             try:

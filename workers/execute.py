@@ -14,17 +14,24 @@ from typing import Any
 
 import numpy as np
 
-from agentq.log import get_logger
-from producers.contract import RejectReason
-from storage.ledger import end_jobs, finish_jobs
-from storage.retry import claim_jobs, count_attempt, fail_jobs, retry_later
-from storage.schema import JobStatus
 from agentq import metrics
-from engine.errors import EngineUnavailable
 from agentq.failpoints import active as failpoints_active
 from agentq.failpoints import failpoint, failpoint_keys
+from agentq.log import get_logger
+from engine.errors import EngineUnavailable
 from models.catalog import Prepared
-from workers.retry import dead_letter
+from producers.contract import RejectReason
+from producers.dlq import dead_letter
+from storage.db import transaction
+from storage.ledger import (
+    claim_jobs,
+    count_attempt,
+    expire_jobs,
+    fail_jobs,
+    finish_jobs,
+    requeue_jobs,
+)
+from workers.batch import JobBatch
 
 log = get_logger("agentq.worker")
 
@@ -41,7 +48,7 @@ class BatchOutcome:
     skipped: int = 0  # already terminal: a duplicate delivery
     infer_ms: float = 0.0
     failures: list[tuple[str, str, str]] = field(default_factory=list)
-    retry: list[tuple[dict[str, Any], int]] = field(default_factory=list)  # (job, attempts)
+    retry: dict[str, int] = field(default_factory=dict)  # job_id -> attempts, to run again
 
     def as_dict(self) -> dict[str, Any]:
         return {"succeeded": self.succeeded, "failed": self.failed, "expired": self.expired,
@@ -85,60 +92,60 @@ def _infer(ctx: Any, model: str, prepared: Prepared,
     return outputs, errors
 
 
-def execute_batch(ctx: Any, batch: dict[str, Any]) -> BatchOutcome:
+def execute_batch(ctx: Any, batch: JobBatch) -> BatchOutcome:
     """Expire, claim, then run: jobs claimed fresh run as one batch; *suspects* (found running:
     a delivery died with them) run one by one, each counting its own attempt, so a job that
-    kills its process uses up only its own attempts (see ``storage.retry``)."""
-    model = batch["model"]
-    jobs = batch["jobs"]
+    kills its process uses up only its own attempts (see ``storage.ledger``)."""
     out = BatchOutcome()
     now = utcnow()
     now_ms = now.timestamp() * 1000
-    live = [j for j in jobs if not j.get("deadline_ms") or j["deadline_ms"] >= now_ms]
-    expired = [j for j in jobs if j.get("deadline_ms") and j["deadline_ms"] < now_ms]
-    with ctx.db.begin() as conn:
-        out.expired = end_jobs(conn, [(j["job_id"], JobStatus.EXPIRED, RejectReason.EXPIRED.value,
-                                       "deadline passed before inference") for j in expired], now)
-        claimed = claim_jobs(conn, [j["job_id"] for j in live], now)
-    run = [j for j in live if j["job_id"] in claimed]
+    live = [i for i, d in enumerate(batch.deadlines_ms) if not d or d >= now_ms]
+    expired = [batch.job_ids[i] for i, d in enumerate(batch.deadlines_ms) if d and d < now_ms]
+    with transaction(ctx.db) as conn:
+        out.expired = expire_jobs(conn, [(j, RejectReason.EXPIRED.value,
+                                          "deadline passed before inference") for j in expired],
+                                  now)
+        claimed = claim_jobs(conn, [batch.job_ids[i] for i in live], now)
+    run = [i for i in live if batch.job_ids[i] in claimed]
     out.skipped = len(live) - len(run)
-    fresh = [j for j in run if not claimed[j["job_id"]].suspect]
+    fresh = [i for i in run if not claimed[batch.job_ids[i]].suspect]
     if fresh:
-        _run(ctx, model, fresh, {j["job_id"]: claimed[j["job_id"]].attempts for j in fresh}, out)
-    for j in run:
-        if claimed[j["job_id"]].suspect:
-            _run_alone(ctx, model, j, out)
-    metrics.after_batch(model, out)
+        _run(ctx, batch.take(fresh), {batch.job_ids[i]: claimed[batch.job_ids[i]].attempts
+                                      for i in fresh}, out)
+    for i in run:
+        if claimed[batch.job_ids[i]].suspect:
+            _run_alone(ctx, batch.take([i]), out)
+    metrics.after_batch(batch.model, out)
     return out
 
 
-def _run_alone(ctx: Any, model: str, job: dict[str, Any], out: BatchOutcome) -> None:
+def _run_alone(ctx: Any, job: JobBatch, out: BatchOutcome) -> None:
     limit = ctx.settings.worker.max_attempts
-    with ctx.db.begin() as conn:
-        counted = count_attempt(conn, job["job_id"], limit)
+    job_id = job.job_ids[0]
+    with transaction(ctx.db) as conn:
+        counted = count_attempt(conn, job_id, limit)
     if counted is None:
         out.skipped += 1
         return
     attempts, may_run = counted
     if may_run:
-        _run(ctx, model, [job], {job["job_id"]: attempts}, out)
+        _run(ctx, job, {job_id: attempts}, out)
         return
     error = f"worker process died running this job; gave up after {attempts} attempts"
-    with ctx.db.begin() as conn:
-        failed = fail_jobs(conn, [(job["job_id"], RejectReason.WORKER_CRASHED.value, error)],
-                           utcnow())
+    with transaction(ctx.db) as conn:
+        failed = fail_jobs(conn, [(job_id, RejectReason.WORKER_CRASHED.value, error)], utcnow())
     _record_failed(ctx, failed, out)
 
 
-def _run(ctx: Any, model: str, run: list[dict[str, Any]], attempts: dict[str, int],
-         out: BatchOutcome) -> None:
+def _run(ctx: Any, run: JobBatch, attempts: dict[str, int], out: BatchOutcome) -> None:
+    model = run.model
     handler = ctx.handler(model)
-    prepared = handler.prepare([j["input"] for j in run])
+    prepared = handler.prepare(run.inputs)
     final = {i: msg for i, msg in prepared.errors.items()}  # bad input: retrying cannot help
     retry: dict[int, str] = {}
     rows: list[dict[str, Any]] = []
     if prepared.ok:
-        keys = ([json.dumps(run[i]["input"]) for i in prepared.ok]
+        keys = ([json.dumps(run.inputs[i]) for i in prepared.ok]
                 if failpoints_active("worker.item") else None)
         t0 = time.perf_counter()
         outputs, infer_errors = _infer(ctx, model, prepared, keys)
@@ -146,22 +153,22 @@ def _run(ctx: Any, model: str, run: list[dict[str, Any]], attempts: dict[str, in
         metrics.padding(model, prepared.feeds)
         limit = ctx.settings.worker.max_attempts
         for i, msg in infer_errors.items():
-            n = attempts[run[i]["job_id"]]
+            n = attempts[run.job_ids[i]]
             if n >= limit:
                 final[i] = f"{msg} (attempt {n} of {limit})"
             else:
                 retry[i] = msg
         if outputs is not None:
             for idx, res in zip(prepared.ok, handler.results(outputs, prepared), strict=True):
-                rows.append({"job_id": run[idx]["job_id"], "model": model, **res})
+                rows.append({"job_id": run.job_ids[idx], "model": model, **res})
     reason = RejectReason.INFERENCE_FAILED.value
     finished = utcnow()
-    with ctx.db.begin() as conn:
+    with transaction(ctx.db) as conn:
         out.succeeded += finish_jobs(conn, rows, finished)
-        failed = fail_jobs(conn, [(run[i]["job_id"], reason, m) for i, m in sorted(final.items())],
+        failed = fail_jobs(conn, [(run.job_ids[i], reason, m) for i, m in sorted(final.items())],
                            finished)
-        retry_later(conn, [(run[i]["job_id"], reason, m) for i, m in sorted(retry.items())])
-    out.retry += [(run[i], attempts[run[i]["job_id"]]) for i in sorted(retry)]
+        requeue_jobs(conn, [(run.job_ids[i], reason, m) for i, m in sorted(retry.items())])
+    out.retry.update({run.job_ids[i]: attempts[run.job_ids[i]] for i in sorted(retry)})
     _record_failed(ctx, failed, out)
 
 

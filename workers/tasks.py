@@ -1,75 +1,89 @@
-"""Celery tasks. One ``run_batch`` per micro-batch; JSON payload:
+"""The Celery task: one ``run_batch`` per job batch (``workers.batch.JobBatch.to_payload``).
 
-``{"batch_id": str, "model": str, "jobs": [{"job_id", "input", "deadline_ms"?}, ...]}``
+Registered on an app by ``register(app)`` (``workers.app.make_celery`` does it), so the task and
+its settings come from the app it runs in, never from a module global.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy.exc import OperationalError
+from celery import Celery
 
 from agentq.log import get_logger
-from storage.ledger import requeue_jobs
-from storage.retry import fail_jobs
-from workers.app import app, worker_context
 from engine.errors import EngineUnavailable
+from producers.dlq import dead_letter
+from storage.db import transaction
+from storage.errors import StorageUnavailable
+from storage.ledger import fail_jobs, requeue_jobs
+from workers.batch import JobBatch
 from workers.execute import BatchOutcome, execute_batch, utcnow
-from workers.retry import backoff_s, dead_letter, retry_batches
+from workers.queues import RUN_BATCH, publish, queue_names
+from workers.retry import backoff_s, retry_batch_id
 
 log = get_logger("agentq.worker")
 
-MAX_TASK_RETRIES = 8
+
+def register(app: Celery, context: Any) -> Any:
+    """Add ``run_batch`` to ``app``; ``context()`` returns the pool process's WorkerContext."""
+
+    @app.task(name=RUN_BATCH, bind=True)
+    def run_batch(self: Any, payload: dict[str, Any]) -> dict[str, Any]:
+        return run(self, context(), JobBatch.from_payload(payload))
+
+    return run_batch
 
 
-@app.task(name="agentq.run_batch", bind=True, max_retries=MAX_TASK_RETRIES)
-def run_batch(self: Any, batch: dict[str, Any]) -> dict[str, Any]:
-    ctx = worker_context()
-    ids = [j["job_id"] for j in batch["jobs"]]
+def _backoff(ctx: Any, attempt: int) -> float:
+    w = ctx.settings.worker
+    return backoff_s(attempt, w.retry_backoff_s, w.retry_backoff_cap_s)
+
+
+def run(task: Any, ctx: Any, batch: JobBatch) -> dict[str, Any]:
+    """Execute one batch; give it back and retry the task when the engine or the database is
+    unavailable (not the jobs' fault), re-enqueue the jobs that failed with attempts left."""
+    retries, most = task.request.retries, ctx.settings.worker.max_task_retries
     try:
         outcome = execute_batch(ctx, batch)
     except EngineUnavailable as e:
-        _give_back(ctx, ids, "MODEL_UNAVAILABLE", str(e), self.request.retries)
-        raise self.retry(exc=e, countdown=backoff_s(self.request.retries)) from e
-    except OperationalError as e:
-        log.warning("batch_db_unavailable", batch_id=batch.get("batch_id"), error=str(e)[:200])
-        raise self.retry(exc=e, countdown=backoff_s(self.request.retries)) from e
+        _give_back(ctx, batch.job_ids, "MODEL_UNAVAILABLE", str(e), retries >= most)
+        raise task.retry(exc=e, countdown=_backoff(ctx, retries), max_retries=most) from e
+    except StorageUnavailable as e:
+        log.warning("batch_db_unavailable", batch_id=batch.batch_id, error=str(e)[:200])
+        raise task.retry(exc=e, countdown=_backoff(ctx, retries), max_retries=most) from e
     if outcome.retry:
-        _retry_later(self, batch, outcome)
-    log.info("batch_done", batch_id=batch.get("batch_id"), model=batch["model"],
-             batch_size=len(ids), **outcome.as_dict())
+        _retry_later(task, ctx, batch, outcome)
+    log.info("batch_done", batch_id=batch.batch_id, model=batch.model, batch_size=len(batch),
+             **outcome.as_dict())
     return outcome.as_dict()
 
 
-def _retry_later(task: Any, batch: dict[str, Any], outcome: BatchOutcome) -> None:
+def _retry_later(task: Any, ctx: Any, batch: JobBatch, outcome: BatchOutcome) -> None:
     """Re-enqueue the jobs put back to queued, after a jittered backoff. If the publish fails the
     jobs stay queued in the ledger and the reaper re-enqueues them after their lease."""
-    attempts = max(n for _, n in outcome.retry)
-    payload = retry_batches(batch["model"], [j for j, _ in outcome.retry], batch["batch_id"],
-                            attempts)
-    queue = (task.request.delivery_info or {}).get("routing_key") or None
-    delay = backoff_s(attempts)
+    attempts = max(outcome.retry.values())
+    again = batch.only(outcome.retry, retry_batch_id(batch.batch_id, attempts))
+    queue = ((task.request.delivery_info or {}).get("routing_key")
+             or queue_names(ctx.settings.queue_prefix)[0])
+    delay = _backoff(ctx, attempts)
     try:
-        run_batch.apply_async(args=[payload], queue=queue, countdown=delay)
-        log.info("jobs_retry_scheduled", batch_id=payload["batch_id"], jobs=len(outcome.retry),
+        publish(task.app, again, queue, countdown_s=delay)
+        log.info("jobs_retry_scheduled", batch_id=again.batch_id, jobs=len(again),
                  attempt=attempts, delay_s=round(delay, 2))
     except Exception as e:  # the ledger keeps them queued; the reaper picks them up
         log.warning("retry_publish_failed", error=str(e)[:200])
 
 
-def _give_back(ctx: Any, ids: list[str], reason: str, error: str, retries: int) -> None:
+def _give_back(ctx: Any, ids: list[str], reason: str, error: str, last: bool) -> None:
     """Return claimed jobs to queued for a retry, or fail them after the last retry."""
     try:
-        with ctx.db.begin() as conn:
+        with transaction(ctx.db) as conn:
             failed = []
-            if retries >= MAX_TASK_RETRIES:
+            if last:
                 failed = fail_jobs(conn, [(i, reason, error) for i in ids], utcnow())
             else:
-                requeue_jobs(conn, ids, reason, error)
-    except OperationalError as e:
+                requeue_jobs(conn, [(i, reason, error) for i in ids])
+    except StorageUnavailable as e:
         log.warning("give_back_failed", error=str(e)[:200])
         return
     dead_letter(ctx.dead_letters(), failed)
-
-
-__all__ = ["run_batch"]

@@ -9,8 +9,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import text
 
-from storage.ledger import record_jobs
 from ops.reaper import Reaper
+from storage.ledger import insert_jobs
+from workers.batch import JobBatch
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 
@@ -48,7 +49,7 @@ def test_reaper_requeues_stuck_jobs_from_the_ledger_and_fails_exhausted_ones(
     fresh = _job("queued")
     ids = [j["job_id"] for j in [*stuck, exhausted, late, *waiting, exhausted_busy, fresh]]
     with worker_db.begin() as conn:
-        record_jobs(conn, [*stuck, exhausted, late, *waiting, exhausted_busy, fresh])
+        insert_jobs(conn, [*stuck, exhausted, late, *waiting, exhausted_busy, fresh])
         conn.execute(text("UPDATE jobs SET updated_at = now() - interval '10 minutes' "
                           "WHERE job_id = ANY(CAST(:ids AS uuid[]))"), {"ids": ids[:-1]})
     celery = RecordingCelery()
@@ -61,15 +62,17 @@ def test_reaper_requeues_stuck_jobs_from_the_ledger_and_fails_exhausted_ones(
         reaper.redis.delete(busy_q)
         raise
     # then the stuck jobs are re-published in batches of max_batch from their ledger input,
-    sent_ids = [j["job_id"] for _, payload, _ in celery.sent for j in payload["jobs"]]
+    batches = [(name, JobBatch.from_payload(payload), queue)
+               for name, payload, queue in celery.sent]
+    sent_ids = [j for _, batch, _ in batches for j in batch.job_ids]
     mine = {j["job_id"] for j in stuck}
     assert mine <= set(sent_ids) and fresh["job_id"] not in sent_ids
     assert not {j["job_id"] for j in [*waiting, exhausted_busy]} & set(sent_ids)
-    for name, payload, queue in celery.sent:
-        assert name == "agentq.run_batch" and len(payload["jobs"]) <= 2
-        if {j["job_id"] for j in payload["jobs"]} & mine:
-            assert queue == QUEUE and payload["model"] == "digits-mlp"
-            assert all(j["input"] == {"pixels": [1.0] * 64} for j in payload["jobs"])
+    for name, batch, queue in batches:
+        assert name == "agentq.run_batch" and len(batch) <= 2
+        if set(batch.job_ids) & mine:
+            assert queue == QUEUE and batch.model == "digits-mlp"
+            assert all(inp == {"pixels": [1.0] * 64} for inp in batch.inputs)
     assert st.requeued >= 4 and st.failed >= 1 and st.expired >= 1
     with worker_db.connect() as conn:
         rows = dict(conn.execute(text(
@@ -86,7 +89,7 @@ def test_reaper_requeues_stuck_jobs_from_the_ledger_and_fails_exhausted_ones(
     celery.sent.clear()
     try:
         reaper.reap_once()
-        again = {j["job_id"] for _, p, _ in celery.sent for j in p["jobs"]}
+        again = {j for _, p, _ in celery.sent for j in JobBatch.from_payload(p).job_ids}
         assert not again & set(ids)
     finally:  # leave nothing live for the reapers of later tests
         reaper.redis.delete(busy_q)

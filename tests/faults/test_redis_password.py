@@ -44,8 +44,9 @@ def protected_redis(tmp_path):
 
 
 def test_clients_use_the_redis_password(protected_redis):
-    from workers.app import make_celery
     from bridge.routing import Router
+    from workers.app import make_celery
+    from workers.batch import JobBatch
 
     env = {**os.environ, "AGENTQ_REDIS_URL": f"redis://127.0.0.1:{protected_redis}/0",
            "AGENTQ_REDIS_PASSWORD": "pw-9f2"}
@@ -54,7 +55,7 @@ def test_clients_use_the_redis_password(protected_redis):
     app = make_celery(s)
     with app.connection_for_write() as conn:
         conn.ensure_connection(max_retries=1)
-    app.send_task("agentq.run_batch", args=[{"batch_id": "b", "model": "m", "jobs": []}],
+    app.send_task("agentq.run_batch", args=[JobBatch.new("m", "b").to_payload()],
                   queue="pwtest.cpu")
     assert Router(s, app).redis.llen("pwtest.cpu") == 1
 

@@ -6,7 +6,8 @@ import time
 
 import pytest
 
-from producers.admission import Admission, KafkaBacklog
+from ops.lag import KafkaBacklog
+from producers.admission import Admission
 from producers.contract import JobMessage
 from producers.errors import Backpressure
 from producers.producer import JobProducer

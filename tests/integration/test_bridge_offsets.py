@@ -8,26 +8,24 @@ import time
 import pytest
 from kafka import TopicPartition
 
+from bridge.batcher import MicroBatcher
+from bridge.consumer import Bridge
 from producers.contract import JobMessage
 from producers.producer import JobProducer
 from storage.db import make_engine
 from workers.app import make_celery
-from bridge.batcher import MicroBatcher
-from bridge.consumer import Bridge
-from bridge.routing import Router
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
 
-class HeldRouter(Router):
+class HeldPublisher:
     """Publishes nothing; the batch holding ``held_job`` waits for ``gate``."""
 
-    def __init__(self, *a, held_job: str, gate: threading.Event, **kw) -> None:
-        super().__init__(*a, **kw)
+    def __init__(self, held_job: str, gate: threading.Event) -> None:
         self.held_job, self.gate = held_job, gate
 
-    def publish(self, payload, queue) -> None:
-        if any(j["job_id"] == self.held_job for j in payload["jobs"]):
+    def __call__(self, batch, queue) -> None:
+        if self.held_job in batch.job_ids:
             assert self.gate.wait(60)
 
 
@@ -52,7 +50,7 @@ def test_out_of_order_completion_never_commits_past_an_unfinished_batch(stack):
     db = make_engine(s.worker_database_url, pool_size=4, app_name="agentq-test-offsets")
     celery = make_celery(s)
     bridge = Bridge(s, db, celery, batcher=MicroBatcher(10, 20), dispatch_threads=3,
-                    router=HeldRouter(s, celery, held_job=jobs[0].job_id, gate=gate))
+                    publisher=HeldPublisher(jobs[0].job_id, gate))
     try:
         # when the four later batches complete first,
         _step_until(bridge, lambda: bridge.stats["batches"] >= 4)

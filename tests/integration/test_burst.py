@@ -16,8 +16,8 @@ from bench.burst import (
     produce_at_rate,
     read_trace,
 )
-from tests.support import rows_for_source, wait_for, wait_terminal
 from ops.lag import inflight_jobs
+from tests.support import rows_for_source, wait_for, wait_terminal
 
 pytestmark = pytest.mark.integration
 

@@ -15,13 +15,12 @@ import numpy as np
 import pytest
 from sklearn.datasets import load_digits
 
-from agentq.config import Settings
+from agentq.config import EngineOptions, Settings
+from engine.client import EngineClient
+from engine.slab import SHM_DIR, read_header
 from producers.contract import JobMessage
 from producers.producer import JobProducer
 from tests.support import ledger_status, wait_for, wait_terminal
-from agentq.config import EngineOptions
-from engine.client import EngineClient
-from engine.slab import SHM_DIR, read_header
 
 pytestmark = pytest.mark.integration
 

@@ -11,11 +11,11 @@ import pytest
 from sklearn.datasets import load_digits
 from sqlalchemy import text
 
+from bridge.buckets import padding_of
 from producers.contract import JobMessage
 from producers.producer import JobProducer
 from storage.registry import registered_names
 from tests.support import wait_for, wait_terminal
-from bridge.buckets import padding_of
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 

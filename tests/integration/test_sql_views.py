@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from sqlalchemy import text
 
-from storage.ledger import record_jobs
+from storage.ledger import insert_jobs
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 
@@ -71,7 +71,7 @@ def sample(owner_db: Any):
     embeddings = {"query": unit([1.0, 0.0, 0.2]), "near": unit([0.9, 0.1, 0.2]),
                   "far": unit([0.0, 1.0, 0.0])}
     with owner_db.begin() as conn:
-        record_jobs(conn, rows)
+        insert_jobs(conn, rows)
         for key, emb in embeddings.items():
             conn.execute(text("INSERT INTO results (job_id, model, embedding) "
                               "VALUES (:j, 'minilm-l6', :e)"), {"j": ids[key], "e": emb})

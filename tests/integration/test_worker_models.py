@@ -13,14 +13,14 @@ import pytest
 from sklearn.datasets import load_digits
 from sqlalchemy import text
 
+from engine.sessions import InferenceEngine
+from models.catalog import CATALOG
 from producers.contract import JobMessage
 from producers.producer import JobProducer
 from producers.synthetic import sentence
 from storage.registry import active_variant
 from tests.conftest import IN_CI
 from tests.support import wait_terminal
-from engine.sessions import InferenceEngine
-from models.catalog import CATALOG
 
 pytestmark = pytest.mark.integration
 

@@ -4,10 +4,10 @@ import random
 
 import pytest
 
-from producers.synthetic import sentence
 from bridge.batcher import MicroBatcher
 from bridge.buckets import EDGES, padding_of, token_bucket
 from models.minilm_l6 import estimate_tokens, make_token_counter
+from producers.synthetic import sentence
 
 pytestmark = pytest.mark.timeout(60)
 

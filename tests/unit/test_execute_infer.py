@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from engine.errors import EngineUnavailable
-from workers.execute import _infer
 from models.catalog import Prepared
+from workers.execute import _infer
 
 
 class _Engine:

@@ -1,11 +1,14 @@
-"""Retry policy pieces: backoff with full jitter, retry payloads, DLQ copies as a side concern."""
+"""Retry policy pieces: backoff with full jitter, retry batches, DLQ copies as a side concern."""
 
 from __future__ import annotations
 
 import json
 import random
+from datetime import UTC, datetime
 
-from workers.retry import backoff_s, dead_letter, dlq_value, retry_batches
+from producers.dlq import dead_letter, dlq_value
+from workers.batch import JobBatch
+from workers.retry import backoff_s, retry_batch_id
 
 
 def test_backoff_grows_exponentially_with_full_jitter_and_a_cap():
@@ -16,20 +19,27 @@ def test_backoff_grows_exponentially_with_full_jitter_and_a_cap():
         assert max(samples) > ceiling * 0.8 and min(samples) < ceiling * 0.2  # jittered
 
 
-def test_retry_payload_keeps_only_the_wire_fields():
-    jobs = [{"job_id": "a", "input": {"x": 1}, "deadline_ms": 5, "junk": 1},
-            {"job_id": "b", "input": {"x": 2}}]
-    p = retry_batches("digits-mlp", jobs, "batch-1", 2)
-    assert p == {"batch_id": "batch-1~r2", "model": "digits-mlp",
-                 "jobs": [{"job_id": "a", "input": {"x": 1}, "deadline_ms": 5},
-                          {"job_id": "b", "input": {"x": 2}}]}
+def test_retry_batch_keeps_only_the_wire_fields_of_the_retried_jobs():
+    batch = JobBatch("batch-1", "digits-mlp", ["a", "b", "c"], [{"x": 1}, {"x": 2}, {"x": 3}],
+                     [5, None, None], [{"tenant": "t"}] * 3)
+    again = batch.only(["c", "a"], retry_batch_id(batch.batch_id, 2))
+    p = again.to_payload()
+    assert p == {"v": 1, "batch_id": "batch-1~r2", "model": "digits-mlp", "job_ids": ["a", "c"],
+                 "inputs": [{"x": 1}, {"x": 3}], "deadlines_ms": [5, None]}
     json.dumps(p)  # JSON only on every queue
+    assert JobBatch.from_payload(p) == again
+    assert retry_batch_id(p["batch_id"], 3) == "batch-1~r3"
 
 
-def test_dlq_copy_is_a_replayable_job_message():
-    row = {"job_id": "j", "model": "digits-mlp", "input": {"pixels": [0]}, "tenant": "t"}
-    assert json.loads(dlq_value(row)) == {"v": 1, "job_id": "j", "model": "digits-mlp",
-                                          "input": {"pixels": [0]}, "tenant": "t"}
+def test_dlq_copy_is_a_replayable_job_message_with_every_v1_field():
+    deadline = datetime(2030, 1, 2, tzinfo=UTC)
+    row = {"job_id": "7f9c2b1e-2d4a-4c7e-9a55-0d2f5f1e9b10", "model": "digits-mlp",
+           "input": {"pixels": [0]}, "tenant": "t", "priority": 3, "deadline_at": deadline,
+           "meta": {"trace": "x"}}
+    assert json.loads(dlq_value(row)) == {
+        "v": 1, "job_id": row["job_id"], "model": "digits-mlp", "input": {"pixels": [0]},
+        "tenant": "t", "priority": 3, "deadline_ms": int(deadline.timestamp() * 1000),
+        "meta": {"trace": "x"}}
 
 
 class _Future:

@@ -1,0 +1,113 @@
+"""``JobBatch``: the one shape a batch of jobs has from the bridge to the ledger and the worker.
+
+Columnar: one list per field, index ``i`` of every list is job ``i``. The bridge builds it from
+validated messages, the worker runs it, retries and the reaper rebuild it from ledger rows, and
+``to_payload`` is the only thing ever published to a Celery queue (JSON, one array per field)::
+
+    {"v": 1, "batch_id": str, "model": str, "job_ids": [...], "inputs": [...],
+     "deadlines_ms": [int | null, ...]}
+
+Ledger-only columns (tenant, priority, meta, Kafka coordinates, timestamps) ride along for the
+ledger insert and are not published: the worker reads nothing but ids, inputs and deadlines.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from typing import Any
+
+PAYLOAD_VERSION = 1
+
+
+def _ts(ms: float | None) -> datetime | None:
+    return None if ms is None else datetime.fromtimestamp(ms / 1000, UTC)
+
+
+@dataclass(frozen=True)
+class JobBatch:
+    batch_id: str
+    model: str
+    job_ids: list[str]
+    inputs: list[dict[str, Any]]
+    deadlines_ms: list[int | None]
+    # Ledger columns, by job (empty when rebuilt from a payload or the ledger).
+    ledger: list[dict[str, Any]] = field(default_factory=list, compare=False)
+
+    def __len__(self) -> int:
+        return len(self.job_ids)
+
+    # -- building ------------------------------------------------------------------------------
+    @classmethod
+    def new(cls, model: str, batch_id: str | None = None) -> JobBatch:
+        return cls(batch_id or str(uuid.uuid4()), model, [], [], [], [])
+
+    def add(self, job: Any, *, topic: str, partition: int, offset: int,
+            produced_ms: float | None, received_ms: float) -> None:
+        """Append one validated v1 message (``producers.contract.JobMessage``) from a record."""
+        self.job_ids.append(job.job_id)
+        self.inputs.append(job.input)
+        self.deadlines_ms.append(job.deadline_ms)
+        self.ledger.append({
+            "tenant": job.tenant, "priority": job.priority, "meta": job.meta,
+            "source_topic": topic, "source_partition": partition, "source_offset": offset,
+            "produced_at": _ts(produced_ms), "received_at": _ts(received_ms)})
+
+    def ledger_rows(self, queue: str, queued_ms: float) -> list[dict[str, Any]]:
+        """The ``queued`` rows this batch inserts into ``jobs`` (``storage.ledger.queue_jobs``)."""
+        queued_at = _ts(queued_ms)
+        return [{"job_id": jid, "model": self.model, "input": inp, "queue": queue,
+                 "batch_id": self.batch_id, "deadline_at": _ts(dl), "queued_at": queued_at,
+                 **(self.ledger[i] if self.ledger else {})}
+                for i, (jid, inp, dl) in enumerate(zip(self.job_ids, self.inputs,
+                                                       self.deadlines_ms, strict=True))]
+
+    # -- selecting -----------------------------------------------------------------------------
+    def take(self, indexes: Iterable[int], batch_id: str | None = None) -> JobBatch:
+        """The sub-batch of the jobs at ``indexes`` (in that order)."""
+        idx = list(indexes)
+        return JobBatch(batch_id or self.batch_id, self.model, [self.job_ids[i] for i in idx],
+                        [self.inputs[i] for i in idx], [self.deadlines_ms[i] for i in idx],
+                        [self.ledger[i] for i in idx] if self.ledger else [])
+
+    def only(self, job_ids: Iterable[str], batch_id: str | None = None) -> JobBatch:
+        """The sub-batch of the given job ids, in batch order."""
+        keep = set(job_ids)
+        return self.take((i for i, j in enumerate(self.job_ids) if j in keep), batch_id)
+
+    def renamed(self, batch_id: str) -> JobBatch:
+        return replace(self, batch_id=batch_id)
+
+    # -- the Celery payload --------------------------------------------------------------------
+    def to_payload(self) -> dict[str, Any]:
+        return {"v": PAYLOAD_VERSION, "batch_id": self.batch_id, "model": self.model,
+                "job_ids": list(self.job_ids), "inputs": list(self.inputs),
+                "deadlines_ms": list(self.deadlines_ms)}
+
+    @classmethod
+    def from_payload(cls, payload: Mapping[str, Any]) -> JobBatch:
+        """The batch of a ``run_batch`` message; also reads the row-wise form of earlier releases
+        (``{"jobs": [{"job_id", "input", "deadline_ms"?}]}``) so queued messages survive an
+        upgrade."""
+        if "jobs" in payload:
+            jobs = payload["jobs"]
+            return cls(str(payload["batch_id"]), str(payload["model"]),
+                       [str(j["job_id"]) for j in jobs], [j["input"] for j in jobs],
+                       [j.get("deadline_ms") for j in jobs])
+        ids = [str(j) for j in payload["job_ids"]]
+        inputs = list(payload["inputs"])
+        deadlines = list(payload.get("deadlines_ms") or [None] * len(ids))
+        if not len(ids) == len(inputs) == len(deadlines):
+            raise ValueError("job batch columns differ in length")
+        return cls(str(payload["batch_id"]), str(payload["model"]), ids, inputs, deadlines)
+
+    @classmethod
+    def from_ledger_rows(cls, model: str, rows: Sequence[Mapping[str, Any]],
+                         batch_id: str | None = None) -> JobBatch:
+        """Rebuild a batch from ``jobs`` rows (job_id, input, deadline_at): retries, the reaper."""
+        return cls(batch_id or str(uuid.uuid4()), model, [str(r["job_id"]) for r in rows],
+                   [r["input"] for r in rows],
+                   [int(r["deadline_at"].timestamp() * 1000) if r.get("deadline_at") else None
+                    for r in rows])
