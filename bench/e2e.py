@@ -33,6 +33,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from sqlalchemy import Engine, text
 
 from agentq.config import Settings
+from bench.e2e_report import merge, ratios, write_all
 from ops.stack import Stack
 from producers.cli import produce
 from producers.contract import JobMessage
@@ -299,90 +300,6 @@ def _wait(count: Any, total: int, label: str, timeout_s: float, stack: Stack) ->
             time.sleep(0.5)
 
 
-# -- report ------------------------------------------------------------------------------------
-def ratios(m: dict[str, Any]) -> dict[str, float | None]:
-    a = m.get("agentq", {}).get("drain", {}).get("jobs_per_s")
-    n = m.get("naive", {}).get("jobs_per_s")
-    c = m.get("ceiling", {}).get("jobs_per_s")
-    return {"agentq_vs_naive": round(a / n, 2) if a and n else None,
-            "agentq_vs_ceiling": round(a / c, 3) if a and c else None}
-
-
-def write_markdown(res: dict[str, Any], path: Path) -> None:
-    runs = sorted({m.get("when", res["meta"]["when"]) for m in res["models"].values()})
-    lines = ["# End-to-end benchmark", "",
-             *([f"Each model's phases ran together in one run; runs started {', '.join(runs)}.",
-                ""] if len(runs) > 1 else []),
-             f"{res['meta']['when']} · {res['meta']['machine']} · {res['meta']['cpus']} CPUs · "
-             f"{res['meta']['workers']} worker processes · bridge max_wait_ms "
-             f"{res['meta']['max_wait_ms']}", "",
-             "| model | jobs (agentq / naive) | ceiling jobs/s | naive jobs/s | agentq jobs/s | "
-             "agentq ÷ naive | agentq ÷ ceiling | avg batch | padding (ceiling → agentq) |",
-             "|---|---|---|---|---|---|---|---|---|"]
-    for model, m in res["models"].items():
-        r, c, n = m["ratios"], m.get("ceiling", {}), m.get("naive", {})
-        d = m.get("agentq", {}).get("drain", {})
-        pad = (f"{c['padding_ratio']} → {d.get('padding_ratio', '–')}"
-               if "padding_ratio" in c else "–")
-        lines.append(f"| {model} | {d.get('jobs', '–')} / {n.get('jobs', '–')} | "
-                     f"{c.get('jobs_per_s', '–')} | {n.get('jobs_per_s', '–')} | "
-                     f"{d.get('jobs_per_s', '–')} | {r['agentq_vs_naive'] or '–'} | "
-                     f"{r['agentq_vs_ceiling'] or '–'} | {d.get('avg_batch', '–')} | {pad} |")
-    lines += ["", "Latency, produced → finished, at offered loads (fraction of the measured "
-              "agentq drain rate):", "",
-              "| model | load | offered jobs/s | p50 ms | p95 ms | p99 ms | kafka ms | "
-              "batching ms | in queue ms | run ms | avg batch |",
-              "|---|---|---|---|---|---|---|---|---|---|---|"]
-    for model, m in res["models"].items():
-        for lat in m.get("agentq", {}).get("latency", []):
-            lines.append(f"| {model} | {lat['load']:.0%} | {lat['offered_jobs_per_s']} | "
-                         f"{lat['p50_ms']} | {lat['p95_ms']} | {lat['p99_ms']} | "
-                         f"{lat['kafka_ms']} | {lat['batching_ms']} | {lat['in_queue_ms']} | "
-                         f"{lat['run_ms']} | "
-                         f"{lat['avg_batch']} |")
-    lines += ["", "Ceiling: raw ONNX Runtime, pre-tokenised batches in arrival order padded to "
-              "each batch's longest, threads = worker processes. Naive: one Celery task per job, "
-              "PyTorch fp32, one INSERT per result. agentq: Kafka → bridge → Celery → engine → "
-              "Postgres. Throughput from database timestamps (first received → last finished).",
-              ""]
-    path.write_text("\n".join(lines))
-
-
-def plot(res: dict[str, Any], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    models = list(res["models"])
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
-    kinds = ["ceiling", "naive", "agentq"]
-    for k, kind in enumerate(kinds):
-        vals = []
-        for m in models:
-            d = res["models"][m].get(kind, {})
-            vals.append((d.get("drain", d)).get("jobs_per_s") or 0)
-        axes[0].bar(np.arange(len(models)) + (k - 1) * 0.27, vals, 0.27, label=kind)
-    axes[0].set_xticks(range(len(models)), models)
-    axes[0].set_yscale("log")
-    axes[0].set_ylabel("jobs/s (drain, log scale)")
-    axes[0].legend()
-    axes[0].set_title("throughput")
-    for m in models:
-        lat = res["models"][m].get("agentq", {}).get("latency", [])
-        if lat:
-            x = [v["load"] * 100 for v in lat]
-            for q, style in (("p50_ms", "-o"), ("p99_ms", "--o")):
-                axes[1].plot(x, [v[q] for v in lat], style, label=f"{m} {q[:3]}")
-    axes[1].set_xlabel("offered load, % of measured capacity")
-    axes[1].set_ylabel("latency ms (produced → finished)")
-    axes[1].set_yscale("log")
-    axes[1].legend()
-    axes[1].set_title("agentq latency")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-
-
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--digits", type=int, default=100_000, help="digits-mlp backlog for agentq")
     p.add_argument("--minilm", type=int, default=10_000, help="minilm-l6 backlog for agentq")
@@ -461,27 +378,6 @@ def command(args: argparse.Namespace, settings: Any) -> int:
         db.dispose()
         owner.dispose()
     write_all(res, args.out)
-    return 0
-
-
-def write_all(res: dict[str, Any], out: Path) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "e2e.json").write_text(json.dumps(res, indent=2, default=str))
-    measured = {**res, "models": {k: v for k, v in res["models"].items() if "skipped" not in v}}
-    write_markdown(measured, out / "e2e.md")
-    plot(measured, out / "e2e.png")
-    console.print((out / "e2e.md").read_text(), markup=False)
-
-
-def merge(paths: list[Path], out: Path) -> int:
-    res: dict[str, Any] = {"meta": {}, "models": {}}
-    for path in paths:
-        doc = json.loads(path.read_text())
-        res["meta"] = {**doc["meta"], "merged_from": [str(p) for p in paths]}
-        for model, m in doc["models"].items():
-            if "skipped" not in m or model not in res["models"]:
-                res["models"][model] = {"when": doc["meta"]["when"], **m}
-    write_all(res, out)
     return 0
 
 

@@ -49,7 +49,7 @@ def services(settings: Settings) -> Settings:
 def migrated(services: Settings) -> Settings:
     from alembic import command
 
-    from cli.main import alembic_config
+    from cli.db import alembic_config
 
     command.upgrade(alembic_config(services.database_url), "head")
     return services

@@ -39,3 +39,23 @@ def test_log_redaction_reaches_nested_values():
     for secret in ("pw1", "pw2", "pw3", "pw4"):
         assert secret not in out
     assert "h:9092" in out
+
+
+def test_every_knob_is_a_setting_read_from_the_environment():
+    s = Settings.from_env({
+        "AGENTQ_ROUTE_MINILM_L6": "gpu", "AGENTQ_BRIDGE_BATCH_SCALE_DIGITS_MLP": "8",
+        "AGENTQ_BRIDGE_REAPER": "0", "AGENTQ_BRIDGE_DISPATCH_THREADS": "5",
+        "AGENTQ_METRICS_PORT": "9109", "AGENTQ_ENGINE_N_SLOTS": "32",
+        "AGENTQ_ENGINE_RUN_DIR": "/tmp/eng", "AGENTQ_AUTOSCALE_MAX_WORKERS": "6",
+        "AGENTQ_AUTOSCALE_TARGET_DRAIN_S": "12.5", "AGENTQ_WORKER_MAX_TASK_RETRIES": "2",
+        "AGENTQ_WORKER_RETRY_BACKOFF_S": "0.25"})
+    assert s.routes == {"minilm-l6": "gpu"}
+    assert s.bridge.batch_scale == {"digits-mlp": 8}
+    assert s.bridge.reaper is False and s.bridge.dispatch_threads == 5
+    assert s.metrics_port == 9109
+    assert s.engine.n_slots == 32 and s.engine.run_dir == Path("/tmp/eng")
+    assert s.autoscale.max_workers == 6 and s.autoscale.target_drain_s == 12.5
+    assert s.worker.max_task_retries == 2 and s.worker.retry_backoff_s == 0.25
+    defaults = Settings.from_env({})
+    assert defaults.routes == {} and defaults.bridge.reaper is True
+    assert defaults.engine.run_dir is None and defaults.metrics_port == 0
