@@ -1,0 +1,1 @@
+"""The `agentq` command and its top-level entry points (bridge, db, check, demo, bench)."""

@@ -1,2 +1,3 @@
-"""Model build pipeline: PyTorch definitions, ONNX export, fusion, quantization, accuracy gate,
-registration. Only this package imports torch; the worker runtime never does."""
+"""Models: the catalogue (one entry per model) and each model's own module; the build pipeline
+(PyTorch definitions, ONNX export, fusion, quantization, accuracy gate, registration). Only the
+builders import torch; the worker runtime never does."""

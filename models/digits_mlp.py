@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from models.catalog import InputProblem, ModelSpec, Prepared, Step
+from models.spec import InputProblem, ModelSpec, Prepared, Step
 
 _NUMBER_TYPES = frozenset({int, float})
 

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from agentq.log import get_logger
-from models.catalog import InputProblem, ModelSpec, Prepared, Step
+from models.spec import InputProblem, ModelSpec, Prepared, Step
 from models.texts import sentence
 
 log = get_logger("agentq.models")

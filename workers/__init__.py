@@ -1,2 +1,2 @@
-"""Workers: the bridge (Kafka → Celery), the micro-batcher, safe offsets, the Celery app and
-tasks, the inference engine, the autoscaler."""
+"""Workers: the Celery app, the run_batch task, batch execution, the JobBatch every queue
+carries, publishing and the retry policy."""
