@@ -95,6 +95,8 @@ class BridgeSettings:
     # (it goes as soon as the queue is empty); 0 keeps the plain max_wait_ms window.
     busy_wait_ms: int = 1000
     dispatch_threads: int = 3  # threads making batches durable (ledger write, then publish)
+    dlq_timeout_s: float = 120.0  # a DLQ copy not acknowledged by then stops the bridge
+    dlq_max_value_bytes: int = 512 * 1024  # larger DLQ copies are truncated (header says so)
     reaper: bool = True  # run the reaper thread inside the bridge
     # Batch size multiplier by model name over the catalogue's own (digits-mlp: 4).
     batch_scale: Mapping[str, int] = field(default_factory=dict)

@@ -67,6 +67,8 @@ def _m() -> dict[str, Any]:
         infer=Histogram("agentq_inference_seconds", "Engine time per batch", ["model"],
                         buckets=LATENCY_BUCKETS),
         outcomes=Counter("agentq_jobs_total", "Jobs by terminal outcome", ["model", "status"]),
+        rejects=Counter("agentq_rejected_records_total", "Records refused at the edge, by reason",
+                        ["reason"]),
         desired_workers=Gauge("agentq_desired_workers", "Worker concurrency the autoscaler wants"),
         actual_workers=Gauge("agentq_actual_workers", "Worker concurrency observed", **gauge_kw),
         desired_bridges=Gauge("agentq_desired_bridge_replicas",
@@ -126,6 +128,11 @@ def bridge_state(queue_depth: int, inflight: int, cap: int, paused: bool) -> Non
 @safe
 def batch_dispatched(model: str, size: int) -> None:
     _m()["batch_size"].labels(model).observe(size)
+
+
+@safe
+def rejected(reason: str) -> None:
+    _m()["rejects"].labels(reason).inc()
 
 
 @safe

@@ -14,10 +14,7 @@ from __future__ import annotations
 
 import threading
 import time
-import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 from kafka import ConsumerRebalanceListener, KafkaConsumer, TopicPartition
@@ -32,55 +29,22 @@ from bridge.batcher import Batch, MicroBatcher
 from bridge.buckets import bucket_fns
 from bridge.dispatch import Dispatcher
 from bridge.inflight import InflightGate
-from bridge.offsets import OffsetTracker, Ticket
+from bridge.isolate import write_isolating
+from bridge.offsets import OffsetTracker
+from bridge.records import Item, Reject
+from bridge.rejects import DeadLetterUnavailable, RejectWriter
 from bridge.routing import Router
 from models.catalog import CATALOG
-from producers.contract import JobMessage, Rejection, RejectReason, parse_record
+from producers.contract import Rejection, RejectReason, parse_record
 from producers.dlq import DeadLetters
 from storage.db import connection, transaction
 from storage.errors import StorageUnavailable
 from storage.ledger import insert_jobs, queue_jobs
 from storage.registry import placements, registered_names
-from storage.schema import JobStatus
 from workers.batch import JobBatch
 from workers.queues import publish
 
 log = get_logger("agentq.bridge")
-REJECT_NS = uuid.UUID("6f1c2d4e-7a8b-4c9d-8e0f-123456789abc")
-
-
-def _ts(ms: float | None) -> datetime | None:
-    return None if ms is None else datetime.fromtimestamp(ms / 1000, UTC)
-
-
-def record_job_id(topic: str, partition: int, offset: int) -> str:
-    """Stable id for a record that carries no usable job_id, so redelivery collapses."""
-    return str(uuid.uuid5(REJECT_NS, f"{topic}:{partition}:{offset}"))
-
-
-@dataclass
-class Item:
-    ticket: Ticket
-    job: JobMessage
-    topic: str
-    partition: int
-    offset: int
-    produced_ms: int | None
-    received_ms: float
-
-
-@dataclass
-class Reject:
-    ticket: Ticket
-    rejection: Rejection
-    value: bytes | None
-    key: bytes | None
-    topic: str
-    partition: int
-    offset: int
-    produced_ms: int | None
-    received_ms: float
-    model: str | None = None
 
 
 class _Listener(ConsumerRebalanceListener):
@@ -104,6 +68,7 @@ class Bridge:
         self.db = db
         self.celery = celery_app
         self.dlq = dlq or DeadLetters(settings.kafka)
+        self.reject_writer = RejectWriter(settings, self.dlq, self._write_rejects)
         self.router = router or Router(settings, celery_app)
         self.publish = publisher or (lambda batch, queue: publish(celery_app, batch, queue))
         self.tracker = OffsetTracker()
@@ -149,8 +114,11 @@ class Bridge:
         try:
             while not stop.is_set():
                 self.step()
-        finally:
-            self.shutdown()
+        except DeadLetterUnavailable as e:
+            log.error("bridge_stopping_dlq_unavailable", error=str(e))
+            self.shutdown(flush=False)
+            raise
+        self.shutdown()
 
     def step(self) -> None:
         self._refresh_models()
@@ -188,6 +156,7 @@ class Bridge:
         if isinstance(res, Rejection):
             self.rejects.append(Reject(ticket, res, r.value, r.key, tp.topic, tp.partition,
                                        r.offset, produced, now_ms))
+            metrics.rejected(res.reason.value)
             return
         item = Item(ticket, res, tp.topic, tp.partition, r.offset, produced, now_ms)
         full = self.batcher.add(res.model, item, now_ms)
@@ -204,11 +173,8 @@ class Bridge:
         seen: set[str] = set()
         for it in batch.items:
             if it.job.deadline_ms is not None and it.job.deadline_ms < now_ms:
-                self.rejects.append(Reject(
-                    it.ticket, Rejection(RejectReason.EXPIRED, "deadline passed while batching",
-                                         it.job.job_id),
-                    it.job.encode(), None, it.topic, it.partition, it.offset, it.produced_ms,
-                    it.received_ms, it.job.model))
+                self.rejects.append(Reject.of(it, Rejection(
+                    RejectReason.EXPIRED, "deadline passed while batching", it.job.job_id)))
             elif it.job.job_id in seen:
                 repeats.append(it)
             else:
@@ -224,15 +190,23 @@ class Bridge:
                      produced_ms=it.produced_ms, received_ms=it.received_ms)
         rows = jobs.ledger_rows(queue, now_ms)
 
-        def durable() -> int:  # on a dispatch thread: no tracker, no stats here
-            to_run = jobs.only(self._retry_db(lambda: self._record(rows)))
+        def durable() -> tuple[int, list[tuple[dict[str, Any], str]]]:  # on a dispatch thread
+            new, refused = write_isolating(self._record, rows)
+            to_run = jobs.only(new)
             if len(to_run):
                 self._retry_io(lambda: self.publish(to_run, queue), "celery_publish")
                 failpoint("bridge.after_publish")
-            return len(to_run)
+            return len(to_run), refused
 
-        def completed(sent: int) -> None:  # on the bridge's thread
-            self.stats["duplicates"] += len(live) + len(repeats) - sent
+        def completed(result: tuple[int, list[tuple[dict[str, Any], str]]]) -> None:
+            sent, refused = result  # on the bridge's thread: tracker and stats live here
+            bad = {row["job_id"]: why for row, why in refused}
+            for it in live:
+                if it.job.job_id in bad:  # refused by the ledger: rejected, never lost
+                    self.rejects.append(Reject.of(it, Rejection(
+                        RejectReason.STORAGE_REFUSED, f"the ledger refused this job: "
+                        f"{bad[it.job.job_id]}", it.job.job_id)))
+            self.stats["duplicates"] += len(live) + len(repeats) - sent - len(bad)
             if sent:
                 self.stats["dispatched"] += sent
                 self.stats["batches"] += 1
@@ -241,43 +215,35 @@ class Bridge:
                 log.debug("batch_dispatched", batch_id=jobs.batch_id, model=batch.model,
                           batch_size=sent, queue=queue)
             for it in live + repeats:
-                self.tracker.done(it.ticket)
+                if it.job.job_id not in bad:
+                    self.tracker.done(it.ticket)
 
         self.dispatcher.submit(durable, completed)
 
-    def _record(self, rows: list[dict[str, Any]]) -> set[str]:
-        with transaction(self.db) as conn:
-            return queue_jobs(conn, rows)
+    def _record(self, rows: Any) -> set[str]:
+        def write() -> set[str]:
+            with transaction(self.db) as conn:
+                return queue_jobs(conn, rows)
+
+        return self._retry_db(write)
 
     def flush_rejects(self) -> None:
         if not self.rejects:
             return
         rejects, self.rejects = self.rejects, []
-        futures = [self.dlq.send(r.value, r.rejection.reason.value, r.rejection.detail,
-                                 topic=r.topic, partition=r.partition, offset=r.offset,
-                                 job_id=r.rejection.job_id, key=r.key) for r in rejects]
-        now = datetime.now(UTC)
-        rows = [{
-            "job_id": r.rejection.job_id or record_job_id(r.topic, r.partition, r.offset),
-            "model": r.model or "?",
-            "status": (JobStatus.EXPIRED if r.rejection.reason == RejectReason.EXPIRED
-                       else JobStatus.REJECTED),
-            "reason": r.rejection.reason.value, "error": r.rejection.detail[:2000],
-            "source_topic": r.topic, "source_partition": r.partition, "source_offset": r.offset,
-            "produced_at": _ts(r.produced_ms), "received_at": _ts(r.received_ms),
-            "finished_at": now,
-        } for r in rejects]
-        self._retry_db(lambda: self._record_rejects(rows))
-        self._retry_io(lambda: [f.get(timeout=30) for f in futures], "dlq_publish")
+        self.reject_writer.write(rejects)
         for r in rejects:
             self.tracker.done(r.ticket)
         self.stats["rejected"] += len(rejects)
         log.info("records_rejected", count=len(rejects),
                  reasons=sorted({r.rejection.reason.value for r in rejects}))
 
-    def _record_rejects(self, rows: list[dict[str, Any]]) -> None:
-        with transaction(self.db) as conn:
-            insert_jobs(conn, rows)
+    def _write_rejects(self, rows: Any) -> set[str]:
+        def write() -> set[str]:
+            with transaction(self.db) as conn:
+                return insert_jobs(conn, rows)
+
+        return self._retry_db(write)
 
     def flush_all(self) -> None:
         """Everything buffered or in flight durable and marked done."""
@@ -342,9 +308,13 @@ class Bridge:
                 time.sleep(delay)
                 delay = min(delay * 2, 5.0)
 
-    def shutdown(self) -> None:
+    def shutdown(self, flush: bool = True) -> None:
+        """Make everything durable and commit (``flush=False``: only what is already durable)."""
         try:
-            self.flush_all()
+            if flush:
+                self.flush_all()
+            else:
+                self.dispatcher.wait_all()
             self.commit(force=True)
         finally:
             self.dispatcher.close()

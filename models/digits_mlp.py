@@ -17,6 +17,7 @@ import numpy as np
 from models.spec import InputProblem, ModelSpec, Prepared, Step
 
 _NUMBER_TYPES = frozenset({int, float})
+FLOAT32_MAX = 3.4028234663852886e38
 
 
 def check_input(inp: dict[str, Any], limits: Any) -> InputProblem | None:
@@ -25,16 +26,17 @@ def check_input(inp: dict[str, Any], limits: Any) -> InputProblem | None:
         return "SCHEMA", f"input.pixels must be a list of {limits.max_pixels} numbers"
     # Fast path (the bridge's hot loop): exact int/float types (no bool), and a finite sum means
     # no inf or nan anywhere (either would propagate); otherwise check item by item.
-    bad = ("SCHEMA", "input.pixels must hold finite numbers")
+    # float32 range too: a larger value becomes Infinity in the model's input tensor.
+    bad = ("SCHEMA", "input.pixels must hold finite numbers within the float32 range")
     try:
         if {type(p) for p in pixels} <= _NUMBER_TYPES and math.isfinite(sum(pixels)):
-            return None
+            return None if -FLOAT32_MAX <= min(pixels) and max(pixels) <= FLOAT32_MAX else bad
         for p in pixels:
             if isinstance(p, bool) or not isinstance(p, int | float) or not math.isfinite(p):
                 return bad
     except OverflowError:  # an integer too large for a float
         return bad
-    return None
+    return bad
 
 
 class DigitsHandler:

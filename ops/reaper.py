@@ -32,10 +32,10 @@ from sqlalchemy import Engine
 from agentq.config import Settings
 from agentq.log import get_logger
 from producers.contract import RejectReason
-from producers.dlq import dead_letter
+from producers.dlq import dead_letter_and_mark
 from storage.db import connection, transaction
 from storage.errors import StorageUnavailable
-from storage.ledger import expire_jobs, fail_jobs, take_stuck
+from storage.ledger import expire_jobs, fail_jobs, owed_dead_letters, take_stuck
 from storage.queries import stuck_queues
 from storage.schema import JobStatus
 from workers.batch import JobBatch
@@ -88,13 +88,23 @@ class Reaper:
                 f"lost while running {r['attempts']} times; gave up"
                 + (f" (last error: {r['error']})" if r["error"] else "")) for r in dead], now)
         st.failed = len(failed)
-        if failed:
-            dead_letter(self._dead_letters(), failed)
+        dead_letter_and_mark(self.db, self._dead_letters(), failed)
         st.requeued, st.batches = self._publish(again)
         if rows:
             log.info("stuck_jobs_reaped", requeued=st.requeued, failed=st.failed,
                      expired=st.expired, batches=st.batches, lease_s=self.lease_s)
         return st
+
+    def send_owed_dead_letters(self) -> int:
+        """DLQ copies of failed jobs that were never acknowledged (their send failed, or the
+        process sending them died): sent again until the DLQ takes them."""
+        with connection(self.db) as conn:
+            owed = owed_dead_letters(conn, older_than_s=max(5.0, self.lease_s / 4))
+        if not owed:
+            return 0
+        sent = dead_letter_and_mark(self.db, self._dead_letters(), owed)
+        log.info("owed_dead_letters_sent", owed=len(owed), sent=len(sent))
+        return len(sent)
 
     def _busy_queues(self, queues: list[str]) -> list[str]:
         """The queues that still hold messages (all of them when Redis does not answer)."""
@@ -146,6 +156,7 @@ class Reaper:
         while not stop.wait(every):
             try:
                 self.reap_once()
+                self.send_owed_dead_letters()
             except StorageUnavailable as e:
                 log.warning("reaper_db_unavailable", error=str(e)[:200])
             except Exception as e:  # the reaper must outlive any one bad pass

@@ -14,8 +14,12 @@ from typing import Any
 
 from agentq.config import Limits
 from models.catalog import CATALOG
+from producers.jsonsafe import printable, problem, text_problem
 
 SCHEMA_VERSION = 1
+INT32_MIN, INT32_MAX = -(1 << 31), (1 << 31) - 1  # jobs.priority is a PostgreSQL integer
+# deadline_ms: epoch ms that Python and PostgreSQL both hold (1970 .. 9999-12-31).
+DEADLINE_MAX_MS = 253_402_300_799_999
 
 
 class RejectReason(StrEnum):
@@ -28,6 +32,8 @@ class RejectReason(StrEnum):
     EXPIRED = "EXPIRED"
     INFERENCE_FAILED = "INFERENCE_FAILED"
     WORKER_CRASHED = "WORKER_CRASHED"
+    STORAGE_REFUSED = "STORAGE_REFUSED"  # the ledger refused the job (defence in depth)
+    DUPLICATE_JOB_ID = "DUPLICATE_JOB_ID"  # a job_id already used for other content
 
 
 @dataclass(frozen=True)
@@ -55,7 +61,9 @@ class JobMessage:
         return d
 
     def encode(self) -> bytes:
-        return json.dumps(self.to_dict(), separators=(",", ":"), ensure_ascii=False).encode()
+        """The record value: UTF-8 JSON (NaN and Infinity refused, as the bridge would)."""
+        return json.dumps(self.to_dict(), separators=(",", ":"), ensure_ascii=False,
+                          allow_nan=False).encode()
 
     @staticmethod
     def new(model: str, input: dict[str, Any], **kw: Any) -> JobMessage:
@@ -96,9 +104,24 @@ def json_depth_exceeds(raw: str, max_depth: int) -> bool:
     return False
 
 
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number agentq accepts")
+
+
 def parse_record(value: bytes | None, limits: Limits, known_models: set[str] | None = None,
                  now_ms: int | None = None) -> JobMessage | Rejection:
-    """Validate one Kafka record value: size, UTF-8, depth, JSON, schema, model, input, deadline."""
+    """Validate one Kafka record value: size, UTF-8, depth, JSON, schema, model, input, deadline.
+
+    Whatever the bytes, this returns: anything unexpected is a rejection with its reason, never an
+    exception that would stop the bridge."""
+    try:
+        return _parse_record(value, limits, known_models, now_ms)
+    except Exception as e:  # defence in depth: a record must never raise out of the edge
+        return Rejection(RejectReason.SCHEMA, printable(f"record could not be validated: {e!r}"))
+
+
+def _parse_record(value: bytes | None, limits: Limits, known_models: set[str] | None,
+                  now_ms: int | None) -> JobMessage | Rejection:
     if value is None:
         return Rejection(RejectReason.MALFORMED_JSON, "record has no value (tombstone)")
     if len(value) > limits.max_record_bytes:
@@ -111,9 +134,9 @@ def parse_record(value: bytes | None, limits: Limits, known_models: set[str] | N
     if json_depth_exceeds(text, limits.max_json_depth):
         return Rejection(RejectReason.TOO_DEEP, f"JSON nests deeper than {limits.max_json_depth}")
     try:
-        obj = json.loads(text)
+        obj = json.loads(text, parse_constant=_refuse_constant)
     except (ValueError, RecursionError) as e:
-        return Rejection(RejectReason.MALFORMED_JSON, f"invalid JSON: {e}")
+        return Rejection(RejectReason.MALFORMED_JSON, printable(f"invalid JSON: {e}"))
     return validate_message(obj, limits, known_models, now_ms)
 
 
@@ -132,32 +155,44 @@ def validate_message(obj: Any, limits: Limits, known_models: set[str] | None = N
         job_id = str(uuid.UUID(job_id))
     except ValueError:
         return _schema("job_id must be a UUID", None)
-    if obj.get("v") != SCHEMA_VERSION:
-        return _schema(f"unsupported schema version {obj.get('v')!r}; expected 1", job_id)
+    version = obj.get("v")
+    if type(version) is not int or version != SCHEMA_VERSION:
+        return _schema(printable(f"unsupported schema version {version!r}; expected 1", 200),
+                       job_id)
     model = obj.get("model")
     if not isinstance(model, str):
         return _schema("model is required and must be a string", job_id)
     entry = CATALOG.get(model)
     if entry is None or (known_models is not None and model not in known_models):
-        return Rejection(RejectReason.UNKNOWN_MODEL, f"unknown model {model!r}", job_id)
+        return Rejection(RejectReason.UNKNOWN_MODEL, printable(f"unknown model {model!r}", 300),
+                         job_id)
     inp = obj.get("input")
     if not isinstance(inp, dict):
         return _schema("input is required and must be an object", job_id)
-    problem = entry.check_input(inp, limits)
-    if problem is not None:
-        return Rejection(RejectReason(problem[0]), problem[1], job_id)
+    refused = entry.check_input(inp, limits)
+    if refused is not None:
+        return Rejection(RejectReason(refused[0]), refused[1], job_id)
+    bad = problem(inp, "input")
+    if bad:
+        return _schema(bad, job_id)
     priority = obj.get("priority", 0)
     deadline = obj.get("deadline_ms")
     tenant = obj.get("tenant")
     meta = obj.get("meta")
-    if not isinstance(priority, int) or isinstance(priority, bool):
-        return _schema("priority must be an integer", job_id)
-    if deadline is not None and (not isinstance(deadline, int) or isinstance(deadline, bool)):
-        return _schema("deadline_ms must be an integer (epoch ms)", job_id)
-    if tenant is not None and (not isinstance(tenant, str) or len(tenant) > 128):
-        return _schema("tenant must be a string of at most 128 characters", job_id)
+    if type(priority) is not int or not INT32_MIN <= priority <= INT32_MAX:
+        return _schema("priority must be an integer in the 32-bit range", job_id)
+    if deadline is not None and (type(deadline) is not int
+                                 or not 0 <= deadline <= DEADLINE_MAX_MS):
+        return _schema("deadline_ms must be an integer epoch ms between 1970 and 9999", job_id)
+    if tenant is not None and (not isinstance(tenant, str) or len(tenant) > 128
+                               or text_problem(tenant)):
+        return _schema("tenant must be a string of at most 128 characters, without NUL or "
+                       "unpaired surrogates", job_id)
     if meta is not None and not isinstance(meta, dict):
         return _schema("meta must be an object", job_id)
+    bad = problem(meta, "meta") if meta else None
+    if bad:
+        return _schema(bad, job_id)
     if deadline is not None and now_ms is not None and deadline < now_ms:
         return Rejection(RejectReason.EXPIRED, f"deadline {deadline} passed before receipt", job_id)
     return JobMessage(job_id=job_id, model=model, input=inp, priority=priority,

@@ -12,13 +12,14 @@ from kafka import KafkaProducer
 from agentq.config import KafkaSettings
 from agentq.log import get_logger
 from producers.contract import JobMessage
+from producers.jsonsafe import printable
 
 log = get_logger("agentq.dlq")
 
 
 def dlq_headers(reason: str, detail: str, topic: str | None, partition: int | None,
                 offset: int | None, job_id: str | None = None) -> list[tuple[str, bytes]]:
-    h = [("reason", reason.encode()), ("detail", detail[:1000].encode())]
+    h = [("reason", reason.encode()), ("detail", printable(detail, 1000).encode())]
     if topic is not None:
         h += [("source_topic", topic.encode()), ("source_partition", str(partition).encode()),
               ("source_offset", str(offset).encode())]
@@ -32,16 +33,19 @@ class DeadLetters:
 
     def __init__(self, settings: KafkaSettings) -> None:
         self.topic = settings.dlq_topic
+        # A send waits at most 10 s for metadata, so an unreachable broker fails the send (the
+        # caller sends again) instead of blocking its thread for a minute.
         self.producer = KafkaProducer(acks="all", linger_ms=5, retries=5,
-                                      max_request_size=2 * 1024 * 1024,
+                                      max_request_size=2 * 1024 * 1024, max_block_ms=10_000,
                                       **settings.client_options())
 
     def send(self, value: bytes | None, reason: str, detail: str, *, topic: str | None = None,
              partition: int | None = None, offset: int | None = None,
-             job_id: str | None = None, key: bytes | None = None) -> Any:
+             job_id: str | None = None, key: bytes | None = None,
+             extra_headers: list[tuple[str, bytes]] | None = None) -> Any:
+        headers = dlq_headers(reason, detail, topic, partition, offset, job_id)
         return self.producer.send(self.topic, value=value or b"", key=key,
-                                  headers=dlq_headers(reason, detail, topic, partition, offset,
-                                                      job_id))
+                                  headers=headers + (extra_headers or []))
 
     def flush(self, timeout_s: float = 30.0) -> None:
         self.producer.flush(timeout=timeout_s)
@@ -60,21 +64,41 @@ def dlq_value(row: Mapping[str, Any]) -> bytes:
                       tenant=row.get("tenant"), meta=row.get("meta")).encode()
 
 
-def dead_letter(dlq: Any, rows: Sequence[Mapping[str, Any]], timeout_s: float = 10.0) -> int:
-    """Send a DLQ copy of each failed ledger row; returns how many were acknowledged. A side
-    concern: when Kafka is unreachable it is logged and skipped (the ledger says failed)."""
+def dead_letter(dlq: Any, rows: Sequence[Mapping[str, Any]], timeout_s: float = 10.0
+                ) -> list[str]:
+    """Send a DLQ copy of each failed ledger row; returns the job_ids the DLQ acknowledged.
+    A copy that fails is not lost: its row keeps ``dlq_at`` empty and the reaper sends it again
+    (``storage.ledger.owed_dead_letters``)."""
     if not rows or dlq is None:
-        return 0
+        return []
+    acked: list[str] = []
     try:
-        futures = [dlq.send(dlq_value(r), r.get("reason") or "FAILED", r.get("error") or "",
-                            topic=r.get("source_topic"), partition=r.get("source_partition"),
-                            offset=r.get("source_offset"), job_id=str(r["job_id"]))
-                   for r in rows]
-        for f in futures:
+        futures = [(str(r["job_id"]), dlq.send(
+            dlq_value(r), r.get("reason") or "FAILED", r.get("error") or "",
+            topic=r.get("source_topic"), partition=r.get("source_partition"),
+            offset=r.get("source_offset"), job_id=str(r["job_id"]))) for r in rows]
+        for job_id, f in futures:
             f.get(timeout=timeout_s)
-    except Exception as e:  # a side concern: the ledger already says failed
-        log.warning("dlq_copy_failed", jobs=len(rows), error=str(e)[:200])
-        return 0
-    log.info("jobs_dead_lettered", count=len(rows),
-             reasons=sorted({str(r.get("reason")) for r in rows}))
-    return len(rows)
+            acked.append(job_id)
+    except Exception as e:  # the reaper sends the rest again; the ledger says failed
+        log.warning("dlq_copy_deferred", jobs=len(rows) - len(acked), error=str(e)[:200])
+    if acked:
+        log.info("jobs_dead_lettered", count=len(acked),
+                 reasons=sorted({str(r.get("reason")) for r in rows}))
+    return acked
+
+
+def dead_letter_and_mark(db: Any, dlq: Any, rows: Sequence[Mapping[str, Any]]) -> list[str]:
+    """``dead_letter`` and record the acknowledged copies in the ledger (``dlq_at``)."""
+    acked = dead_letter(dlq, rows)
+    if acked:
+        from storage.db import transaction
+        from storage.errors import StorageError
+        from storage.ledger import mark_dead_lettered
+
+        try:
+            with transaction(db) as conn:
+                mark_dead_lettered(conn, acked)
+        except StorageError as e:  # sent again later: a duplicate copy, never a lost one
+            log.warning("dlq_mark_failed", jobs=len(acked), error=str(e)[:200])
+    return acked

@@ -118,6 +118,7 @@ def queue_jobs(conn: Connection, rows: Sequence[Mapping[str, Any]]) -> set[str]:
 class Claim:
     attempts: int
     suspect: bool  # it was already running: a previous delivery died with it
+    lease: int = 0  # the fencing token of this attempt
 
 
 CLAIM = text(
@@ -125,54 +126,58 @@ CLAIM = text(
     "  WHERE job_id = ANY(CAST(:ids AS uuid[])) AND status = ANY(CAST(:live AS job_status[])) "
     "  FOR UPDATE) "
     "UPDATE jobs AS j SET status = CAST(:running AS job_status), started_at = :t, "
-    "  updated_at = now(), "
+    "  updated_at = now(), lease = j.lease + 1, "
     "  attempts = j.attempts + CASE WHEN prev.was = CAST(:queued AS job_status) THEN 1 ELSE 0 END "
     "FROM prev WHERE j.job_id = prev.job_id "
-    "RETURNING j.job_id::text, j.attempts, prev.was = CAST(:running AS job_status)"
+    "RETURNING j.job_id::text, j.attempts, prev.was = CAST(:running AS job_status), j.lease"
 )
 
 
 def claim_jobs(conn: Connection, job_ids: Sequence[str], started_at: datetime) -> dict[str, Claim]:
-    """queued|running → running; counts an attempt for those that were queued. Terminal jobs (a
-    duplicate delivery) are not returned."""
+    """queued|running → running under a new lease; counts an attempt for those that were queued.
+    Terminal jobs (a duplicate delivery) are not returned."""
     if not job_ids:
         return {}
     res = conn.execute(CLAIM, {"t": started_at, "ids": list(job_ids), "live": list(LIVE),
                                "running": JobStatus.RUNNING.value,
                                "queued": JobStatus.QUEUED.value})
-    return {r[0]: Claim(int(r[1]), bool(r[2])) for r in res}
+    return {r[0]: Claim(int(r[1]), bool(r[2]), int(r[3])) for r in res}
 
 
 COUNT_ATTEMPT = text(
     "WITH prev AS (SELECT job_id, attempts AS was FROM jobs "
     "  WHERE job_id = CAST(:id AS uuid) AND status = CAST(:running AS job_status) FOR UPDATE) "
-    "UPDATE jobs AS j SET updated_at = now(), started_at = now(), "
+    "UPDATE jobs AS j SET updated_at = now(), started_at = now(), lease = j.lease + 1, "
     "  attempts = prev.was + CASE WHEN prev.was < :lim THEN 1 ELSE 0 END "
-    "FROM prev WHERE j.job_id = prev.job_id RETURNING j.attempts, prev.was < :lim"
+    "FROM prev WHERE j.job_id = prev.job_id RETURNING j.attempts, prev.was < :lim, j.lease"
 )
 
 
-def count_attempt(conn: Connection, job_id: str, max_attempts: int) -> tuple[int, bool] | None:
+def count_attempt(conn: Connection, job_id: str, max_attempts: int
+                  ) -> tuple[int, bool, int] | None:
     """Count one attempt for a running job about to run on its own, unless it has used all of
-    them. Returns (attempts, may_run), or None when the job is not running."""
+    them; the attempt takes a new lease. Returns (attempts, may_run, lease), or None when the
+    job is not running."""
     row = conn.execute(COUNT_ATTEMPT, {"id": job_id, "lim": max_attempts,
                                        "running": JobStatus.RUNNING.value}).first()
-    return None if row is None else (int(row[0]), bool(row[1]))
+    return None if row is None else (int(row[0]), bool(row[1]), int(row[2]))
 
 
-INSERT_RESULTS = text(
-    "INSERT INTO results (job_id, model, label, probs, embedding, extra) "
-    "SELECT r.j, r.m, r.l, CAST(r.p AS real[]), CAST(r.e AS real[]), CAST(r.x AS jsonb) "
-    "FROM unnest(CAST(:ids AS uuid[]), CAST(:models AS text[]), CAST(:labels AS smallint[]), "
-    "CAST(:probs AS text[]), CAST(:embs AS text[]), CAST(:extras AS text[])) "
-    "AS r(j, m, l, p, e, x) ON CONFLICT (job_id) DO NOTHING"
-)
-
-SUCCEED = text(
-    "UPDATE jobs SET status = CAST(:succeeded AS job_status), finished_at = :t, "
-    "updated_at = now(), "
-    "reason = NULL, error = NULL "
-    "WHERE job_id = ANY(CAST(:ids AS uuid[])) AND status = ANY(CAST(:live AS job_status[]))"
+# Fenced: the status moves only for jobs still running under the given lease, and results are
+# written only for those (results exist only for succeeded jobs, from the attempt holding them).
+FINISH = text(
+    "WITH done AS (UPDATE jobs AS j SET status = CAST(:succeeded AS job_status), "
+    "  finished_at = :t, updated_at = now(), reason = NULL, error = NULL "
+    "  FROM unnest(CAST(:ids AS uuid[]), CAST(:leases AS int[])) AS f(job_id, lease) "
+    "  WHERE j.job_id = f.job_id AND j.status = CAST(:running AS job_status) "
+    "  AND j.lease = f.lease RETURNING j.job_id), "
+    "ins AS (INSERT INTO results (job_id, model, label, probs, embedding, extra) "
+    "  SELECT r.j, r.m, r.l, CAST(r.p AS real[]), CAST(r.e AS real[]), CAST(r.x AS jsonb) "
+    "  FROM unnest(CAST(:ids AS uuid[]), CAST(:models AS text[]), CAST(:labels AS smallint[]), "
+    "  CAST(:probs AS text[]), CAST(:embs AS text[]), CAST(:extras AS text[])) "
+    "  AS r(j, m, l, p, e, x) JOIN done ON done.job_id = r.j "
+    "  ON CONFLICT (job_id) DO NOTHING) "
+    "SELECT count(*) FROM done"
 )
 
 
@@ -186,78 +191,117 @@ def _array_literal(values: Any) -> str | None:
 
 def finish_jobs(conn: Connection, result_rows: Sequence[Mapping[str, Any]],
                 finished_at: datetime) -> int:
-    """running → succeeded, with the results, idempotently by job_id. Returns jobs updated."""
+    """running → succeeded with the results, for rows whose ``lease`` still holds the job (a
+    fenced-out attempt writes nothing). Returns the jobs that succeeded."""
     if not result_rows:
         return 0
-    conn.execute(INSERT_RESULTS, {
+    res = conn.execute(FINISH, {
+        "t": finished_at, "running": JobStatus.RUNNING.value,
+        "succeeded": JobStatus.SUCCEEDED.value,
         "ids": [r["job_id"] for r in result_rows],
+        "leases": [int(r["lease"]) for r in result_rows],
         "models": [r["model"] for r in result_rows],
         "labels": [r.get("label") for r in result_rows],
         "probs": [_array_literal(r.get("probs")) for r in result_rows],
         "embs": [_array_literal(r.get("embedding")) for r in result_rows],
         "extras": [_json(r.get("extra")) for r in result_rows],
     })
-    res = conn.execute(SUCCEED, {"t": finished_at, "ids": [r["job_id"] for r in result_rows],
-                                 "live": list(LIVE), "succeeded": JobStatus.SUCCEEDED.value})
-    return res.rowcount
+    return int(res.scalar_one())
 
 
 END = text(
     "UPDATE jobs AS j SET status = CAST(:status AS job_status), reason = o.reason, "
     "error = o.error, finished_at = :t, updated_at = now() "
-    "FROM unnest(CAST(:ids AS uuid[]), CAST(:rs AS text[]), CAST(:er AS text[])) "
-    "AS o(job_id, reason, error) "
+    "FROM unnest(CAST(:ids AS uuid[]), CAST(:rs AS text[]), CAST(:er AS text[]), "
+    "CAST(:leases AS int[])) AS o(job_id, reason, error, lease) "
     "WHERE j.job_id = o.job_id AND j.status = ANY(CAST(:live AS job_status[])) "
+    "AND (o.lease IS NULL OR (j.lease = o.lease AND j.status = CAST(:running AS job_status))) "
     "RETURNING j.job_id::text, j.model, j.input, j.tenant, j.priority, j.meta, j.deadline_at, "
     "j.source_topic, j.source_partition, j.source_offset, j.attempts, j.reason, j.error"
 )
 
 Outcome = tuple[str, str, str]  # (job_id, reason, error)
+Leases = Mapping[str, int]  # job_id -> the lease of the attempt that decides
 
 
 def _end(conn: Connection, status: JobStatus, outcomes: Sequence[Outcome],
-         finished_at: datetime) -> list[dict[str, Any]]:
+         finished_at: datetime, leases: Leases | None) -> list[dict[str, Any]]:
     if not outcomes:
         return []
     res = conn.execute(END, {
         "t": finished_at, "status": status.value, "live": list(LIVE),
+        "running": JobStatus.RUNNING.value,
         "ids": [o[0] for o in outcomes], "rs": [o[1] for o in outcomes],
-        "er": [o[2][:ERROR_CHARS] for o in outcomes]})
+        "er": [o[2][:ERROR_CHARS] for o in outcomes],
+        "leases": [None if leases is None else leases[o[0]] for o in outcomes]})
     return [dict(r._mapping) for r in res]
 
 
-def fail_jobs(conn: Connection, outcomes: Sequence[Outcome],
-              finished_at: datetime) -> list[dict[str, Any]]:
-    """queued|running → failed with (job_id, reason, error). Returns, for the jobs that changed,
-    what their DLQ copy needs (the v1 fields, source coordinates, attempts, reason, error)."""
-    return _end(conn, JobStatus.FAILED, outcomes, finished_at)
+def fail_jobs(conn: Connection, outcomes: Sequence[Outcome], finished_at: datetime,
+              leases: Leases | None = None) -> list[dict[str, Any]]:
+    """queued|running → failed with (job_id, reason, error); with ``leases`` only jobs still
+    running under them (an attempt's own verdict). Returns, for the jobs that changed, what
+    their DLQ copy needs (the v1 fields, source coordinates, attempts, reason, error)."""
+    return _end(conn, JobStatus.FAILED, outcomes, finished_at, leases)
 
 
 def expire_jobs(conn: Connection, outcomes: Sequence[Outcome], finished_at: datetime) -> int:
     """queued|running → expired with (job_id, reason, error): past their deadline."""
-    return len(_end(conn, JobStatus.EXPIRED, outcomes, finished_at))
+    return len(_end(conn, JobStatus.EXPIRED, outcomes, finished_at, None))
+
+
+DEAD_LETTERED = text(
+    "UPDATE jobs SET dlq_at = now() WHERE job_id = ANY(CAST(:ids AS uuid[])) AND dlq_at IS NULL")
+
+
+def mark_dead_lettered(conn: Connection, job_ids: Sequence[str]) -> int:
+    """The DLQ acknowledged the copies of these failed jobs."""
+    if not job_ids:
+        return 0
+    return conn.execute(DEAD_LETTERED, {"ids": list(job_ids)}).rowcount
+
+
+OWED_DLQ = text(
+    "SELECT job_id::text, model, input, tenant, priority, meta, deadline_at, source_topic, "
+    "source_partition, source_offset, attempts, reason, error FROM jobs "
+    "WHERE status = CAST(:failed AS job_status) AND dlq_at IS NULL "
+    "AND finished_at < now() - make_interval(secs => :age) ORDER BY finished_at LIMIT :lim")
+
+
+def owed_dead_letters(conn: Connection, older_than_s: float, limit: int = 500
+                      ) -> list[dict[str, Any]]:
+    """Failed jobs whose DLQ copy was never acknowledged (its send failed, or its sender died)."""
+    rows = conn.execute(OWED_DLQ, {"failed": JobStatus.FAILED.value, "age": older_than_s,
+                                   "lim": limit})
+    return [dict(r._mapping) for r in rows]
 
 
 REQUEUE = text(
     "UPDATE jobs AS j SET status = CAST(:queued AS job_status), reason = o.reason, "
-    "error = o.error, "
-    "queued_at = now(), updated_at = now() "
-    "FROM unnest(CAST(:ids AS uuid[]), CAST(:rs AS text[]), CAST(:er AS text[])) "
-    "AS o(job_id, reason, error) "
-    "WHERE j.job_id = o.job_id AND j.status = ANY(CAST(:live AS job_status[]))"
+    "error = o.error, queued_at = now(), updated_at = now() "
+    "FROM unnest(CAST(:ids AS uuid[]), CAST(:rs AS text[]), CAST(:er AS text[]), "
+    "CAST(:leases AS int[])) AS o(job_id, reason, error, lease) "
+    "WHERE j.job_id = o.job_id AND j.status = ANY(CAST(:live AS job_status[])) "
+    "AND (o.lease IS NULL OR (j.lease = o.lease AND j.status = CAST(:running AS job_status))) "
+    "RETURNING j.job_id::text"
 )
 
 
-def requeue_jobs(conn: Connection, outcomes: Iterable[Outcome]) -> int:
-    """running → queued with (job_id, reason, error), keeping their attempts: a retry. The
-    caller re-enqueues them (after a backoff); the reaper does if that publish is lost."""
+def requeue_jobs(conn: Connection, outcomes: Iterable[Outcome],
+                 leases: Leases | None = None) -> list[str]:
+    """running → queued with (job_id, reason, error), keeping their attempts: a retry (with
+    ``leases``, only jobs still held by them). The caller re-enqueues the returned jobs (after a
+    backoff); the reaper does if that publish is lost."""
     items = list(outcomes)
     if not items:
-        return 0
+        return []
     res = conn.execute(REQUEUE, {
-        "queued": JobStatus.QUEUED.value, "live": list(LIVE), "ids": [o[0] for o in items],
-        "rs": [o[1] for o in items], "er": [o[2][:ERROR_CHARS] for o in items]})
-    return res.rowcount
+        "queued": JobStatus.QUEUED.value, "running": JobStatus.RUNNING.value,
+        "live": list(LIVE), "ids": [o[0] for o in items], "rs": [o[1] for o in items],
+        "er": [o[2][:ERROR_CHARS] for o in items],
+        "leases": [None if leases is None else leases[o[0]] for o in items]})
+    return [r[0] for r in res]
+
 
 
 TAKE_STUCK = text(
@@ -266,7 +310,9 @@ TAKE_STUCK = text(
     "  AND NOT (coalesce(queue, '') = ANY(CAST(:skip AS text[])) "
     "           AND NOT (status = CAST(:running AS job_status) AND attempts >= :max)) "
     "  ORDER BY updated_at LIMIT :lim FOR UPDATE SKIP LOCKED) "
-    "UPDATE jobs AS j SET updated_at = now() FROM stuck WHERE j.job_id = stuck.job_id "
+    "UPDATE jobs AS j SET updated_at = now(), "
+    "  lease = j.lease + CASE WHEN j.status = CAST(:running AS job_status) THEN 1 ELSE 0 END "
+    "FROM stuck WHERE j.job_id = stuck.job_id "
     "RETURNING j.job_id::text, j.model, j.input, j.status::text, j.attempts, j.queue, "
     "j.deadline_at, j.reason, j.error"
 )
@@ -277,7 +323,8 @@ def take_stuck(conn: Connection, lease_s: float, limit: int = 1000, skip_queues:
     """Live jobs not touched for ``lease_s``, locked (skipping rows another reaper holds) and
     their lease renewed, so the caller re-enqueues each once per lease. Jobs of the queues in
     ``skip_queues`` (they still hold a backlog) are left alone, except running jobs that have
-    used ``max_attempts`` (the caller fails those)."""
+    used ``max_attempts`` (the caller fails those). A running job taken over gets a new lease,
+    so the attempt that lost it (a worker that is slow, not dead) can no longer land."""
     res = conn.execute(TAKE_STUCK, {
         "lease": float(lease_s), "lim": limit, "skip": list(skip_queues), "max": max_attempts,
         "live": list(LIVE), "running": JobStatus.RUNNING.value})

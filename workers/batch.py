@@ -22,8 +22,19 @@ from typing import Any
 PAYLOAD_VERSION = 1
 
 
-def _ts(ms: float | None) -> datetime | None:
-    return None if ms is None else datetime.fromtimestamp(ms / 1000, UTC)
+# Epoch ms that Python's datetime and PostgreSQL's timestamptz both hold (1970 .. 9999).
+MAX_EPOCH_MS = 253_402_300_799_999
+
+
+def utc_from_ms(ms: float | None) -> datetime | None:
+    """A UTC timestamp for epoch ms; None when absent or outside what both layers hold (a Kafka
+    client may set any record timestamp)."""
+    if ms is None or not 0 < ms <= MAX_EPOCH_MS:
+        return None
+    return datetime.fromtimestamp(ms / 1000, UTC)
+
+
+_ts = utc_from_ms
 
 
 @dataclass(frozen=True)

@@ -21,9 +21,13 @@ from agentq.log import get_logger
 from engine.errors import EngineUnavailable
 from models.catalog import Prepared
 from producers.contract import RejectReason
-from producers.dlq import dead_letter
+from producers.dlq import dead_letter_and_mark
+from producers.jsonsafe import printable
 from storage.db import transaction
+from storage.errors import StorageRefused
 from storage.ledger import (
+    Claim,
+    Outcome,
     claim_jobs,
     count_attempt,
     expire_jobs,
@@ -49,10 +53,11 @@ class BatchOutcome:
     infer_ms: float = 0.0
     failures: list[tuple[str, str, str]] = field(default_factory=list)
     retry: dict[str, int] = field(default_factory=dict)  # job_id -> attempts, to run again
+    fenced: int = 0  # results not landed: another attempt holds the job now
 
     def as_dict(self) -> dict[str, Any]:
         return {"succeeded": self.succeeded, "failed": self.failed, "expired": self.expired,
-                "skipped": self.skipped, "retried": len(self.retry),
+                "skipped": self.skipped, "retried": len(self.retry), "fenced": self.fenced,
                 "infer_ms": round(self.infer_ms, 3)}
 
 
@@ -110,7 +115,7 @@ def execute_batch(ctx: Any, batch: JobBatch) -> BatchOutcome:
     out.skipped = len(live) - len(run)
     fresh = [i for i in run if not claimed[batch.job_ids[i]].suspect]
     if fresh:
-        _run(ctx, batch.take(fresh), {batch.job_ids[i]: claimed[batch.job_ids[i]].attempts
+        _run(ctx, batch.take(fresh), {batch.job_ids[i]: claimed[batch.job_ids[i]]
                                       for i in fresh}, out)
     for i in run:
         if claimed[batch.job_ids[i]].suspect:
@@ -127,17 +132,18 @@ def _run_alone(ctx: Any, job: JobBatch, out: BatchOutcome) -> None:
     if counted is None:
         out.skipped += 1
         return
-    attempts, may_run = counted
+    attempts, may_run, lease = counted
     if may_run:
-        _run(ctx, job, {job_id: attempts}, out)
+        _run(ctx, job, {job_id: Claim(attempts, True, lease)}, out)
         return
     error = f"worker process died running this job; gave up after {attempts} attempts"
     with transaction(ctx.db) as conn:
-        failed = fail_jobs(conn, [(job_id, RejectReason.WORKER_CRASHED.value, error)], utcnow())
+        failed = fail_jobs(conn, [(job_id, RejectReason.WORKER_CRASHED.value, error)], utcnow(),
+                           {job_id: lease})
     _record_failed(ctx, failed, out)
 
 
-def _run(ctx: Any, run: JobBatch, attempts: dict[str, int], out: BatchOutcome) -> None:
+def _run(ctx: Any, run: JobBatch, claims: dict[str, Claim], out: BatchOutcome) -> None:
     model = run.model
     handler = ctx.handler(model)
     prepared = handler.prepare(run.inputs)
@@ -153,27 +159,62 @@ def _run(ctx: Any, run: JobBatch, attempts: dict[str, int], out: BatchOutcome) -
         metrics.padding(model, prepared.feeds)
         limit = ctx.settings.worker.max_attempts
         for i, msg in infer_errors.items():
-            n = attempts[run.job_ids[i]]
+            n = claims[run.job_ids[i]].attempts
             if n >= limit:
                 final[i] = f"{msg} (attempt {n} of {limit})"
             else:
                 retry[i] = msg
         if outputs is not None:
             for idx, res in zip(prepared.ok, handler.results(outputs, prepared), strict=True):
-                rows.append({"job_id": run.job_ids[idx], "model": model, **res})
+                jid = run.job_ids[idx]
+                rows.append({"job_id": jid, "model": model, "lease": claims[jid].lease, **res})
     reason = RejectReason.INFERENCE_FAILED.value
+    failures = [(run.job_ids[i], reason, m) for i, m in sorted(final.items())]
+    retries = [(run.job_ids[i], reason, m) for i, m in sorted(retry.items())]
+    _land(ctx, rows, failures, retries, claims, out)
+
+
+def _land(ctx: Any, rows: list[dict[str, Any]], failures: list[Outcome], retries: list[Outcome],
+          claims: dict[str, Claim], out: BatchOutcome) -> None:
+    """One transaction: results + succeeded, failed, queued again — each only under its
+    attempt's lease. If the database refuses what the batch holds (not a lost connection), the
+    jobs land one by one and a job whose own write is refused fails alone (STORAGE_REFUSED)."""
+    leases = {j: c.lease for j, c in claims.items()}
     finished = utcnow()
+    try:
+        with transaction(ctx.db) as conn:
+            succeeded = finish_jobs(conn, rows, finished)
+            failed = fail_jobs(conn, failures, finished, leases)
+            again = requeue_jobs(conn, retries, leases)
+    except StorageRefused as e:
+        if len(rows) + len(failures) + len(retries) <= 1:
+            return _refused(ctx, rows, failures, retries, leases, str(e), out)
+        log.warning("batch_write_refused_isolating", jobs=len(claims), error=str(e)[:300])
+        for r in rows:
+            _land(ctx, [r], [], [], claims, out)
+        for f in failures:
+            _land(ctx, [], [f], [], claims, out)
+        for q in retries:
+            _land(ctx, [], [], [q], claims, out)
+        return
+    out.succeeded += succeeded
+    out.fenced += len(rows) - succeeded
+    out.retry.update({j: claims[j].attempts for j in again})
+    _record_failed(ctx, failed, out)
+
+
+def _refused(ctx: Any, rows: list[dict[str, Any]], failures: list[Outcome],
+             retries: list[Outcome], leases: dict[str, int], why: str,
+             out: BatchOutcome) -> None:
+    job_id = str(rows[0]["job_id"]) if rows else (failures or retries)[0][0]
     with transaction(ctx.db) as conn:
-        out.succeeded += finish_jobs(conn, rows, finished)
-        failed = fail_jobs(conn, [(run.job_ids[i], reason, m) for i, m in sorted(final.items())],
-                           finished)
-        requeue_jobs(conn, [(run.job_ids[i], reason, m) for i, m in sorted(retry.items())])
-    out.retry.update({run.job_ids[i]: attempts[run.job_ids[i]] for i in sorted(retry)})
+        failed = fail_jobs(conn, [(job_id, RejectReason.STORAGE_REFUSED.value,
+                                   printable(f"the ledger refused this job's outcome: {why}"))],
+                           utcnow(), leases)
     _record_failed(ctx, failed, out)
 
 
 def _record_failed(ctx: Any, failed: list[dict[str, Any]], out: BatchOutcome) -> None:
     out.failed += len(failed)
     out.failures += [(r["job_id"], r["reason"], r["error"]) for r in failed]
-    if failed:
-        dead_letter(ctx.dead_letters(), failed)
+    dead_letter_and_mark(ctx.db, ctx.dead_letters(), failed)

@@ -12,7 +12,7 @@ from celery import Celery
 
 from agentq.log import get_logger
 from engine.errors import EngineUnavailable
-from producers.dlq import dead_letter
+from producers.dlq import dead_letter_and_mark
 from storage.db import transaction
 from storage.errors import StorageUnavailable
 from storage.ledger import fail_jobs, requeue_jobs
@@ -86,4 +86,4 @@ def _give_back(ctx: Any, ids: list[str], reason: str, error: str, last: bool) ->
     except StorageUnavailable as e:
         log.warning("give_back_failed", error=str(e)[:200])
         return
-    dead_letter(ctx.dead_letters(), failed)
+    dead_letter_and_mark(ctx.db, ctx.dead_letters(), failed)

@@ -100,12 +100,20 @@ def test_encode_roundtrip():
     assert again == job
 
 
-@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf"), 10**400, None])
-def test_non_finite_or_huge_pixels_are_schema_errors(bad):
+@pytest.mark.parametrize("bad", [10**400, None, True, 1e39, -3.5e38])
+def test_huge_or_non_numeric_pixels_are_schema_errors(bad):
     pixels = [1.5] * 63 + [bad]
     assert reason(msg(model="digits-mlp", input={"pixels": pixels})) == RejectReason.SCHEMA
 
 
-def test_huge_but_finite_pixels_that_overflow_a_sum_are_accepted():
-    job = parse_record(msg(model="digits-mlp", input={"pixels": [1e308] * 64}), LIMITS)
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_nan_and_infinity_literals_are_not_json(bad):
+    # json.dumps writes NaN / Infinity, which RFC 8259 JSON does not have
+    pixels = [1.5] * 63 + [bad]
+    assert reason(msg(model="digits-mlp", input={"pixels": pixels})) == RejectReason.MALFORMED_JSON
+
+
+def test_pixels_that_overflow_float32_are_refused_but_its_range_is_accepted():
+    assert reason(msg(model="digits-mlp", input={"pixels": [1e308] * 64})) == RejectReason.SCHEMA
+    job = parse_record(msg(model="digits-mlp", input={"pixels": [3.0e38] * 64}), LIMITS)
     assert isinstance(job, JobMessage)

@@ -64,7 +64,7 @@ def test_dead_letter_sends_reason_and_source_coordinates():
     dlq = _DLQ()
     rows = [{"job_id": "j", "model": "m", "input": {}, "reason": "WORKER_CRASHED",
              "error": "boom", "source_topic": "t", "source_partition": 1, "source_offset": 7}]
-    assert dead_letter(dlq, rows) == 1
+    assert dead_letter(dlq, rows) == ["j"]
     (_, reason, detail, kw), = dlq.sent
     assert (reason, detail) == ("WORKER_CRASHED", "boom")
     assert kw == {"topic": "t", "partition": 1, "offset": 7, "job_id": "j"}
@@ -72,5 +72,5 @@ def test_dead_letter_sends_reason_and_source_coordinates():
 
 def test_a_failing_dlq_never_fails_the_job():
     rows = [{"job_id": "j", "model": "m", "input": {}, "reason": "R", "error": "e"}]
-    assert dead_letter(_DLQ(ok=False), rows) == 0
-    assert dead_letter(None, rows) == 0
+    assert dead_letter(_DLQ(ok=False), rows) == []
+    assert dead_letter(None, rows) == []

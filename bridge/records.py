@@ -1,0 +1,61 @@
+"""What the bridge holds for one consumed record: an accepted job (``Item``) or a refusal
+(``Reject``), with the record's coordinates and times."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+
+from bridge.offsets import Ticket
+from producers.contract import JobMessage, Rejection
+from workers.batch import utc_from_ms
+
+REJECT_NS = uuid.UUID("6f1c2d4e-7a8b-4c9d-8e0f-123456789abc")
+ts = utc_from_ms
+
+
+def record_job_id(topic: str, partition: int, offset: int) -> str:
+    """Stable id for a record that carries no usable job_id, so redelivery collapses."""
+    return str(uuid.uuid5(REJECT_NS, f"{topic}:{partition}:{offset}"))
+
+
+@dataclass
+class Item:
+    ticket: Ticket
+    job: JobMessage
+    topic: str
+    partition: int
+    offset: int
+    produced_ms: int | None
+    received_ms: float
+
+
+@dataclass
+class Reject:
+    ticket: Ticket
+    rejection: Rejection
+    value: bytes | None
+    key: bytes | None
+    topic: str
+    partition: int
+    offset: int
+    produced_ms: int | None
+    received_ms: float
+    model: str | None = None
+
+    @classmethod
+    def of(cls, item: Item, rejection: Rejection) -> Reject:
+        """A refusal of an accepted job found later (expired while batching, refused by the
+        ledger, a duplicate job_id with other content)."""
+        return cls(item.ticket, rejection, item.job.encode(), None, item.topic, item.partition,
+                   item.offset, item.produced_ms, item.received_ms, item.job.model)
+
+    @property
+    def ledger_id(self) -> str:
+        """The job_id of its ledger row: the message's own, or one derived from the record. A
+        duplicate job_id refused for other content gets the record's id, so it never overwrites
+        the first job's row."""
+        own = self.rejection.job_id
+        if own and not self.rejection.fields.get("keyed_by_record"):
+            return own
+        return record_job_id(self.topic, self.partition, self.offset)
