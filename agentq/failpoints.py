@@ -9,7 +9,8 @@
   marker). Keyed points only exist when the variable is set, so production never fires them.
 
 Actions: ``crash`` (default; SIGKILL self, like an OOM kill), ``exit`` (``os._exit(70)``, no
-cleanup), ``raise`` (raise :class:`FailpointError`). With ``AGENTQ_FAILPOINT_ONCE_DIR`` set, a
+cleanup), ``raise`` (raise :class:`FailpointError`), ``sleepN`` (stall N seconds, like a worker
+that is slow, not dead). With ``AGENTQ_FAILPOINT_ONCE_DIR`` set, a
 counted point fires at most once across all processes (a marker file there records that it
 fired), so a restarted or forked process does not crash again; keyed points fire every time.
 
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -40,12 +42,16 @@ class Spec:
     hits: int = 0
 
 
+def _is_sleep(action: str) -> bool:
+    return action.startswith("sleep") and action[5:].replace(".", "", 1).isdigit()
+
+
 def parse(text: str) -> dict[str, Spec]:
     specs: dict[str, Spec] = {}
     for part in filter(None, (p.strip() for p in text.split(","))):
         name, _, rest = part.partition(":")
         arg, _, action = rest.rpartition(":") if rest.count(":") else (rest, "", "")
-        if action and action not in ACTIONS:
+        if action and action not in ACTIONS and not _is_sleep(action):
             arg, action = rest, ""
         specs[name] = Spec(name, arg, action or "crash")
     return specs
@@ -97,6 +103,10 @@ def _first_time(spec: Spec) -> bool:
 
 
 def _fire(spec: Spec, why: str) -> None:
+    if _is_sleep(spec.action):
+        os.write(2, f"failpoint {spec.name} fired ({why}): {spec.action}\n".encode())
+        time.sleep(float(spec.action[5:]))
+        return
     if spec.action == "raise":
         raise FailpointError(f"failpoint {spec.name} ({why})")
     os.write(2, f"failpoint {spec.name} fired ({why}): {spec.action}\n".encode())

@@ -24,6 +24,9 @@ depends_on = None
 def upgrade() -> None:
     op.add_column("jobs", sa.Column("lease", sa.Integer(), nullable=False, server_default="0"))
     op.add_column("jobs", sa.Column("dlq_at", sa.DateTime(timezone=True)))
+    # Jobs that failed before this revision had their copy sent (or logged as lost) then: the
+    # sweep must not send every historical failure again.
+    op.execute("UPDATE jobs SET dlq_at = coalesce(finished_at, now()) WHERE status = 'failed'")
     # The reaper's sweep for DLQ copies still owed reads failed rows without dlq_at.
     op.create_index("jobs_dlq_owed_idx", "jobs", ["finished_at"],
                     postgresql_where=sa.text("status = 'failed' AND dlq_at IS NULL"))
