@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from kafka import ConsumerRebalanceListener, KafkaConsumer, TopicPartition
+from kafka import KafkaConsumer, TopicPartition
 from kafka.structs import OffsetAndMetadata
 from sqlalchemy import Engine
 
@@ -31,6 +31,7 @@ from bridge.dispatch import Dispatcher
 from bridge.inflight import InflightGate
 from bridge.isolate import write_isolating
 from bridge.offsets import OffsetTracker
+from bridge.rebalance import Listener
 from bridge.records import Item, Reject
 from bridge.rejects import DeadLetterUnavailable, RejectWriter
 from bridge.routing import Router
@@ -45,17 +46,6 @@ from workers.batch import JobBatch
 from workers.queues import publish
 
 log = get_logger("agentq.bridge")
-
-
-class _Listener(ConsumerRebalanceListener):
-    def __init__(self, bridge: Bridge) -> None:
-        self.bridge = bridge
-
-    def on_partitions_revoked(self, revoked: Any) -> None:
-        self.bridge.on_revoked(list(revoked))
-
-    def on_partitions_assigned(self, assigned: Any) -> None:
-        self.bridge.on_assigned(list(assigned))
 
 
 class Bridge:
@@ -93,19 +83,14 @@ class Bridge:
             # the default 5-minute metadata refresh before it gets partitions.
             metadata_max_age_ms=10_000, **k.client_options(),
         )
-        self.consumer.subscribe([k.jobs_topic], listener=_Listener(self))
+        self.listener = Listener(self)
+        self.consumer.subscribe([k.jobs_topic], listener=self.listener)
 
     # -- rebalance -------------------------------------------------------------------------
     def on_assigned(self, partitions: list[TopicPartition]) -> None:
         self.tracker.assign(partitions)
         log.info("partitions_assigned", partitions=[p.partition for p in partitions])
 
-    def on_revoked(self, partitions: list[TopicPartition]) -> None:
-        """Make everything buffered durable, commit what we still own, then let go."""
-        self.flush_all()
-        self.commit(force=True)
-        self.tracker.revoke(partitions)
-        log.info("partitions_revoked", partitions=[p.partition for p in partitions])
 
     # -- main loop -------------------------------------------------------------------------
     def run(self, stop: threading.Event) -> None:
@@ -129,6 +114,8 @@ class Bridge:
         if deadline is not None:
             timeout = int(max(0, min(timeout, deadline - time.time() * 1000)))
         polled = self.consumer.poll(timeout_ms=timeout, max_records=self.s.bridge.poll_max_records)
+        if self.listener.fatal is not None:  # raised while partitions were being revoked
+            raise self.listener.fatal
         now_ms = time.time() * 1000
         for tp, records in polled.items():
             for r in records:
