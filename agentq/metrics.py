@@ -67,6 +67,9 @@ def _m() -> dict[str, Any]:
         infer=Histogram("agentq_inference_seconds", "Engine time per batch", ["model"],
                         buckets=LATENCY_BUCKETS),
         outcomes=Counter("agentq_jobs_total", "Jobs by terminal outcome", ["model", "status"]),
+        duplicates=Counter("agentq_duplicate_jobs_total",
+                           "Jobs sent again with the same job_id and content (collapsed)",
+                           ["model"]),
         rejects=Counter("agentq_rejected_records_total", "Records refused at the edge, by reason",
                         ["reason"]),
         desired_workers=Gauge("agentq_desired_workers", "Worker concurrency the autoscaler wants"),
@@ -128,6 +131,12 @@ def bridge_state(queue_depth: int, inflight: int, cap: int, paused: bool) -> Non
 @safe
 def batch_dispatched(model: str, size: int) -> None:
     _m()["batch_size"].labels(model).observe(size)
+
+
+@safe
+def duplicates(model: str, n: int) -> None:
+    if n > 0:
+        _m()["duplicates"].labels(model).inc(n)
 
 
 @safe

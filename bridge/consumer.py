@@ -32,7 +32,7 @@ from bridge.inflight import InflightGate
 from bridge.isolate import write_isolating
 from bridge.offsets import OffsetTracker
 from bridge.rebalance import Listener
-from bridge.records import Item, Reject
+from bridge.records import Item, Reject, produced_ms
 from bridge.rejects import DeadLetterUnavailable, RejectWriter
 from bridge.routing import Router
 from models.catalog import CATALOG
@@ -138,7 +138,7 @@ class Bridge:
     def _accept(self, tp: TopicPartition, r: Any, now_ms: float) -> None:
         self.stats["received"] += 1
         ticket = self.tracker.received(tp, r.offset)
-        produced = r.timestamp if r.timestamp and r.timestamp > 0 else None
+        produced = produced_ms(r.timestamp, now_ms)
         res = parse_record(r.value, self.s.limits, self.known_models, int(now_ms))
         if isinstance(res, Rejection):
             self.rejects.append(Reject(ticket, res, r.value, r.key, tp.topic, tp.partition,
@@ -156,16 +156,19 @@ class Bridge:
         thread; its records are marked done when the completion is harvested."""
         now_ms = time.time() * 1000
         live: list[Item] = []
-        repeats: list[Item] = []  # same job_id twice in one batch: the first one runs
-        seen: set[str] = set()
+        repeats: list[Item] = []  # same job_id and content twice in one batch: the first runs
+        seen: dict[str, Item] = {}
         for it in batch.items:
+            first = seen.get(it.job.job_id)
             if it.job.deadline_ms is not None and it.job.deadline_ms < now_ms:
                 self.rejects.append(Reject.of(it, Rejection(
                     RejectReason.EXPIRED, "deadline passed while batching", it.job.job_id)))
-            elif it.job.job_id in seen:
+            elif first is not None and first.job == it.job:
                 repeats.append(it)
+            elif first is not None:
+                self.rejects.append(duplicate_reject(it))
             else:
-                seen.add(it.job.job_id)
+                seen[it.job.job_id] = it
                 live.append(it)
         if not live:
             return
@@ -177,23 +180,30 @@ class Bridge:
                      produced_ms=it.produced_ms, received_ms=it.received_ms)
         rows = jobs.ledger_rows(queue, now_ms)
 
-        def durable() -> tuple[int, list[tuple[dict[str, Any], str]]]:  # on a dispatch thread
-            new, refused = write_isolating(self._record, rows)
-            to_run = jobs.only(new)
+        def durable() -> tuple[int, set[tuple[str, str]], list[tuple[dict[str, Any], str]]]:
+            decided, refused = write_isolating(self._record, rows)  # on a dispatch thread
+            to_run = jobs.only(j for j, verdict in decided if verdict == "dispatch")
             if len(to_run):
                 self._retry_io(lambda: self.publish(to_run, queue), "celery_publish")
                 failpoint("bridge.after_publish")
-            return len(to_run), refused
+            return len(to_run), decided, refused
 
-        def completed(result: tuple[int, list[tuple[dict[str, Any], str]]]) -> None:
-            sent, refused = result  # on the bridge's thread: tracker and stats live here
+        def completed(result: tuple[int, set[tuple[str, str]],
+                                    list[tuple[dict[str, Any], str]]]) -> None:
+            sent, decided, refused = result  # on the bridge's thread: tracker and stats here
             bad = {row["job_id"]: why for row, why in refused}
+            conflicts = {j for j, verdict in decided if verdict == "conflict"}
             for it in live:
                 if it.job.job_id in bad:  # refused by the ledger: rejected, never lost
                     self.rejects.append(Reject.of(it, Rejection(
                         RejectReason.STORAGE_REFUSED, f"the ledger refused this job: "
                         f"{bad[it.job.job_id]}", it.job.job_id)))
-            self.stats["duplicates"] += len(live) + len(repeats) - sent - len(bad)
+                elif it.job.job_id in conflicts:
+                    self.rejects.append(duplicate_reject(it))
+            bad.update(dict.fromkeys(conflicts, "duplicate"))
+            repeated = len(live) + len(repeats) - sent - len(bad)
+            self.stats["duplicates"] += repeated
+            metrics.duplicates(batch.model, repeated)
             if sent:
                 self.stats["dispatched"] += sent
                 self.stats["batches"] += 1
@@ -207,10 +217,12 @@ class Bridge:
 
         self.dispatcher.submit(durable, completed)
 
-    def _record(self, rows: Any) -> set[str]:
-        def write() -> set[str]:
+    def _record(self, rows: Any) -> set[tuple[str, str]]:
+        def write() -> set[tuple[str, str]]:
             with transaction(self.db) as conn:
-                return queue_jobs(conn, rows)
+                q = queue_jobs(conn, rows)
+            return ({(j, "dispatch") for j in q.dispatch} | {(j, "repeat") for j in q.repeats}
+                    | {(j, "conflict") for j in q.conflicts})
 
         return self._retry_db(write)
 
@@ -309,6 +321,15 @@ class Bridge:
             self.dlq.close()
             self.consumer.close(autocommit=False)
             log.info("bridge_stopped", **self.stats)
+
+
+def duplicate_reject(it: Item) -> Reject:
+    """A record whose job_id is already taken by another job's content: refused, with a ledger
+    row keyed by the record (the first job's row stays as it is) and a DLQ copy."""
+    return Reject.of(it, Rejection(
+        RejectReason.DUPLICATE_JOB_ID, f"job_id {it.job.job_id} is already used by a job with "
+        "other content (input, tenant, meta, priority or deadline); send new work with a new "
+        "job_id", it.job.job_id, {"keyed_by_record": True}))
 
 
 def make_batcher(settings: Settings) -> MicroBatcher:

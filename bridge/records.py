@@ -12,6 +12,19 @@ from workers.batch import utc_from_ms
 
 REJECT_NS = uuid.UUID("6f1c2d4e-7a8b-4c9d-8e0f-123456789abc")
 ts = utc_from_ms
+# A record's CreateTime is whatever its client set: one more than a year before it was received
+# or over an hour after is a wrong clock, not a time to measure latency from.
+PLAUSIBLE_PAST_MS = 365 * 86_400_000
+PLAUSIBLE_FUTURE_MS = 3_600_000
+
+
+def produced_ms(record_ts: int | None, received_ms: float) -> int | None:
+    """The record's timestamp as its produce time, or None when absent or implausible."""
+    if not record_ts or record_ts <= 0:
+        return None
+    if not received_ms - PLAUSIBLE_PAST_MS <= record_ts <= received_ms + PLAUSIBLE_FUTURE_MS:
+        return None
+    return int(record_ts)
 
 
 def record_job_id(topic: str, partition: int, offset: int) -> str:

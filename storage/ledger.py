@@ -86,32 +86,66 @@ def insert_jobs(conn: Connection, rows: Sequence[Mapping[str, Any]]) -> set[str]
     return {r[0] for r in conn.execute(INSERT_JOBS, params)}
 
 
-SAME_RECORD_STILL_QUEUED = text(
-    "SELECT j.job_id::text FROM jobs j JOIN unnest(CAST(:ids AS uuid[]), "
-    "CAST(:parts AS int[]), CAST(:offs AS bigint[]), CAST(:topics AS text[])) "
-    "AS r(job_id, p, o, t) ON j.job_id = r.job_id AND j.source_partition = r.p "
-    "AND j.source_offset = r.o AND j.source_topic = r.t "
-    "WHERE j.status = CAST(:queued AS job_status)"
+# For rows whose job_id was already there: did they come from the very same record, is that
+# job still queued, and is their content (everything but the job_id) the same?
+EXISTING = text(
+    "SELECT j.job_id::text, "
+    "  (j.source_topic = r.t AND j.source_partition = r.p AND j.source_offset = r.o), "
+    "  j.status = CAST(:queued AS job_status), "
+    "  (j.model = r.m AND j.tenant IS NOT DISTINCT FROM r.te "
+    "   AND j.input IS NOT DISTINCT FROM CAST(r.i AS jsonb) "
+    "   AND j.meta IS NOT DISTINCT FROM CAST(r.me AS jsonb) AND j.priority = r.pr "
+    "   AND j.deadline_at IS NOT DISTINCT FROM r.d) "
+    "FROM jobs j JOIN unnest(CAST(:ids AS uuid[]), CAST(:topics AS text[]), "
+    "  CAST(:parts AS int[]), CAST(:offs AS bigint[]), CAST(:models AS text[]), "
+    "  CAST(:tenants AS text[]), CAST(:inputs AS text[]), CAST(:metas AS text[]), "
+    "  CAST(:prios AS int[]), CAST(:deadlines AS timestamptz[])) "
+    "  AS r(job_id, t, p, o, m, te, i, me, pr, d) ON j.job_id = r.job_id"
 )
 
 
-def queue_jobs(conn: Connection, rows: Sequence[Mapping[str, Any]]) -> set[str]:
-    """Insert ``queued`` rows for a batch; returns the job_ids to dispatch.
+@dataclass(frozen=True)
+class Queued:
+    """What ``queue_jobs`` decided for a batch's rows."""
 
-    New rows are dispatched. A row that already exists is dispatched again only when it is still
-    queued and came from the very same Kafka record (the bridge died between its ledger write and
-    its offset commit); a duplicate job_id from another record collapses into the first.
+    dispatch: set[str]  # new jobs, and jobs of a redelivered record still queued
+    repeats: set[str]  # the same job sent again with the same content: collapsed
+    conflicts: set[str]  # the job_id is taken by other content: refuse the record
+
+
+def queue_jobs(conn: Connection, rows: Sequence[Mapping[str, Any]]) -> Queued:
+    """Insert ``queued`` rows for a batch and classify the job_ids that were already there.
+
+    A row that already exists is dispatched again only when it is still queued and came from the
+    very same Kafka record (the bridge died between its ledger write and its offset commit); a
+    job_id sent again by another record with the same content is an idempotent retry (it
+    collapses into the first); with other content (input, tenant, meta, priority, deadline) it is
+    a conflict the caller refuses, and the first job's row is left as it is.
     """
     queued = [{**r, "status": JobStatus.QUEUED} for r in rows]
     new = insert_jobs(conn, queued)
     again = [r for r in queued if r["job_id"] not in new]
     if not again:
-        return new
-    found = conn.execute(SAME_RECORD_STILL_QUEUED, {
-        "ids": [r["job_id"] for r in again], "parts": [r["source_partition"] for r in again],
-        "offs": [r["source_offset"] for r in again], "topics": [r["source_topic"] for r in again],
-        "queued": JobStatus.QUEUED.value})
-    return new | {r[0] for r in found}
+        return Queued(new, set(), set())
+    dispatch, repeats, conflicts = set(new), set[str](), set[str]()
+    params = {name: _column(again, name) for name in ("job_id", "source_topic",
+                                                      "source_partition", "source_offset",
+                                                      "model", "tenant", "input", "meta",
+                                                      "priority", "deadline_at")}
+    found = conn.execute(EXISTING, {
+        "ids": params["job_id"], "topics": params["source_topic"],
+        "parts": params["source_partition"], "offs": params["source_offset"],
+        "models": params["model"], "tenants": params["tenant"], "inputs": params["input"],
+        "metas": params["meta"], "prios": params["priority"],
+        "deadlines": params["deadline_at"], "queued": JobStatus.QUEUED.value})
+    for job_id, same_record, still_queued, same_content in found:
+        if same_record:
+            (dispatch if still_queued else repeats).add(job_id)
+        elif same_content:
+            repeats.add(job_id)
+        else:
+            conflicts.add(job_id)
+    return Queued(dispatch, repeats, conflicts)
 
 
 @dataclass(frozen=True)

@@ -118,27 +118,40 @@ def test_malformed_records_are_rejected_with_reasons_and_good_jobs_finish(
     assert all(p.alive() for p in faulty.procs), faulty.logs()
 
 
-def test_duplicate_job_id_produced_twice_runs_once(faulty, worker_db):
-    # Given jobs each produced twice (the second time with another input),
+def test_a_job_id_reused_for_other_content_is_refused_and_an_identical_copy_collapses(
+        faulty, worker_db):
+    # Given jobs each produced twice, the second time with another input (a job_id reused for
+    # new work), and jobs produced twice with identical content (a producer's retry),
     s = faulty.settings
     faulty.worker()
     faulty.bridge("--max-batch", "16")
     jobs = digits_jobs(80)
+    same = digits_jobs(20)
     from dataclasses import replace
 
     twins = [replace(j, input={"pixels": [0.0] * 64}) for j in jobs]
-    # when both copies flow, some in the same batch, some far apart,
-    produce(s, jobs[:40] + twins[:40])
-    produce(s, jobs[40:])
+    # when every copy flows, some in the same batch, some far apart,
+    produce(s, jobs[:40] + twins[:40] + same)
+    produce(s, jobs[40:] + same)
     produce(s, twins[40:])
-    # then each job_id has one ledger row and one result, recorded from one of its two copies
-    # (which copy wins is not ordered: the bridge dispatches batches concurrently).
-    v = check_invariants(worker_db, s.kafka.jobs_topic, [j.job_id for j in jobs], len(jobs),
+    # then each job_id has one job row with one result, from one of its copies (which one is
+    # not ordered: batches are made durable concurrently); the other copy of each reused id is
+    # rejected as DUPLICATE_JOB_ID in a row of its own (keyed by its record) with a DLQ copy,
+    ids = [j.job_id for j in jobs + same]
+    v = check_invariants(worker_db, s.kafka.jobs_topic, ids, len(ids) + len(twins),
                          timeout_s=120)
-    assert v.statuses == {"succeeded": len(jobs)}, faulty.logs()
+    assert v.statuses == {"succeeded": len(ids), "rejected": len(twins)}, faulty.logs()
+    assert v.reasons == {"DUPLICATE_JOB_ID": len(twins)}
+    assert dlq_reasons(s, len(twins)) == {"DUPLICATE_JOB_ID": len(twins)}
     with worker_db.connect() as conn:
         recorded = dict(conn.execute(text(
             "SELECT job_id::text, input FROM jobs WHERE job_id = ANY(CAST(:ids AS uuid[]))"),
             {"ids": [j.job_id for j in jobs]}).all())
+        attempts = conn.execute(text(
+            "SELECT max(attempts) FROM jobs WHERE job_id = ANY(CAST(:ids AS uuid[]))"),
+            {"ids": ids}).scalar_one()
     for j, twin in zip(jobs, twins, strict=True):
         assert recorded[j.job_id] in (j.input, twin.input)
+    # and nothing ran twice: the identical copies collapsed into their first.
+    assert attempts == 1
+

@@ -20,7 +20,7 @@ from engine.client import EngineClient
 from engine.slab import SHM_DIR, read_header
 from producers.contract import JobMessage
 from producers.producer import JobProducer
-from tests.support import ledger_status, wait_for, wait_terminal
+from tests.support import ledger_status, require, wait_for, wait_terminal
 
 pytestmark = pytest.mark.integration
 
@@ -63,7 +63,7 @@ def _minilm_or_skip(worker_db) -> None:
 
     with worker_db.connect() as conn:
         if "minilm-l6" not in registered_names(conn):
-            pytest.skip("minilm-l6 is not registered (agentq models build minilm-l6)")
+            require(False, "minilm-l6 is not registered (agentq models build minilm-l6)")
 
 
 def _texts(n: int, words: int) -> list[dict]:

@@ -15,7 +15,7 @@ from bridge.buckets import padding_of
 from producers.contract import JobMessage
 from producers.producer import JobProducer
 from storage.registry import registered_names
-from tests.support import wait_for, wait_terminal
+from tests.support import require, wait_for, wait_terminal
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 
@@ -32,8 +32,7 @@ def _rows(engine, ids):
 
 def test_kcat_produced_v1_messages_are_processed_like_our_own(stack, worker_db):
     kcat = shutil.which("kcat") or shutil.which("kafkacat")
-    if kcat is None:
-        pytest.skip("kcat is not installed (Debian package kcat)")
+    require(kcat, "kcat is not installed (Debian package kcat)")
     # Given a bridge and a worker, and the same 40 images sent by kcat and by JobProducer,
     s = stack.settings
     stack.worker(concurrency=1)
@@ -119,8 +118,8 @@ def test_duplicate_deliveries_of_one_job_id_produce_one_result_row(stack, worker
 
 def test_minilm_batches_carry_less_padding_than_arrival_order(stack, worker_db):
     with worker_db.connect() as conn:
-        if "minilm-l6" not in registered_names(conn):
-            pytest.skip("minilm-l6 is not registered (agentq models build minilm-l6)")
+        require("minilm-l6" in registered_names(conn),
+                "minilm-l6 is not registered (agentq models build minilm-l6)")
     from bench.e2e import mixed_texts
 
     # Given a backlog of mixed-length texts (5..120 tokens) and a bridge with a long window,

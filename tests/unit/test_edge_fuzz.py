@@ -79,3 +79,13 @@ def test_numbers_outside_their_columns_are_schema_errors(field, value):
             "input": {"text": "hi"}, field: value}
     res = parse_record(json.dumps(body).encode(), Limits())
     assert isinstance(res, Rejection) and res.reason == RejectReason.SCHEMA
+
+
+def test_record_timestamps_outside_any_plausible_clock_are_not_produce_times():
+    from bridge.records import produced_ms, ts
+
+    now = 1_800_000_000_000
+    assert produced_ms(now - 5_000, now) == now - 5_000
+    for bad in (None, 0, -1, 1, now - 366 * 86_400_000, now + 7_200_000, 1 << 62):
+        assert produced_ms(bad, now) is None
+    assert ts(1 << 62) is None and ts(-5) is None and ts(now) is not None
