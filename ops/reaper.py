@@ -8,10 +8,12 @@ the worker runs it on its own and counts its attempt (``storage.ledger``); one a
 ``max_attempts`` is ``failed`` (``WORKER_CRASHED``) with a DLQ copy, so a job that kills its
 worker cannot loop forever. Jobs past their deadline are ``expired``.
 
-Jobs are re-published only while their Celery queue is empty: a queue that still holds a
-backlog may hold them (or an earlier re-published copy), and an abandoned queue nobody consumes
-must not grow; lost jobs are re-published once it drains, so under sustained overload recovery
-waits for the backlog, it is never skipped.
+A stuck job is re-published only when its message is gone: the reaper reads the queues it
+belongs to (and the broker's unacknowledged set) and leaves alone every job whose message still
+waits there, so a queue with a backlog gets back exactly its lost jobs and never a duplicate of
+its backlog (a queue too long to read whole is left for a later pass). Jobs of a queue that no
+live worker consumes (`gpu` with no GPU worker) are re-routed to one that a live worker consumes,
+and their ledger row says which.
 
 Runs as ``agentq reaper`` (a loop; ``--once`` for one pass) and as a thread in the bridge.
 Several reapers are safe: rows are locked with SKIP LOCKED and their lease renewed.
@@ -31,15 +33,16 @@ from sqlalchemy import Engine
 
 from agentq.config import Settings
 from agentq.log import get_logger
+from ops.queue_scan import consumed_queues, jobs_in_queues
 from producers.contract import RejectReason
 from producers.dlq import dead_letter_and_mark
 from storage.db import connection, transaction
 from storage.errors import StorageUnavailable
-from storage.ledger import expire_jobs, fail_jobs, owed_dead_letters, take_stuck
+from storage.ledger import expire_jobs, fail_jobs, move_jobs, owed_dead_letters, take_stuck
 from storage.queries import stuck_queues
 from storage.schema import JobStatus
 from workers.batch import JobBatch
-from workers.queues import publish
+from workers.queues import publish, queue_names
 
 log = get_logger("agentq.reaper")
 
@@ -63,16 +66,23 @@ class Reaper:
         self.lease_s = float(lease_s if lease_s is not None else settings.worker.lease_s)
         self.limit = limit
         self._dlq: Any = None
+        self._live: set[str] | None = None  # queues with a live consumer, read once per pass
 
     def reap_once(self) -> ReapStats:
         st = ReapStats()
         now = datetime.now(UTC)
         limit = self.s.worker.max_attempts
         with connection(self.db) as conn:
-            busy = self._busy_queues(stuck_queues(conn, self.lease_s))
+            queues = [q or self._default_queue() for q in stuck_queues(conn, self.lease_s)]
+        if not queues:
+            return st
+        self._live = consumed_queues(self.celery)
+        readable = [q for q in queues if self._live is None or q in self._live]
+        waiting, unreadable = self._waiting(readable)
         with transaction(self.db) as conn:
-            rows = take_stuck(conn, self.lease_s, self.limit, skip_queues=busy,
+            rows = take_stuck(conn, self.lease_s, self.limit, skip_queues=sorted(unreadable),
                               max_attempts=limit)
+            rows = [r for r in rows if r["job_id"] not in waiting]  # its message still waits
             if not rows:
                 return st
             late = [r for r in rows if r["deadline_at"] is not None and r["deadline_at"] < now]
@@ -106,24 +116,35 @@ class Reaper:
         log.info("owed_dead_letters_sent", owed=len(owed), sent=len(sent))
         return len(sent)
 
-    def _busy_queues(self, queues: list[str]) -> list[str]:
-        """The queues that still hold messages (all of them when Redis does not answer)."""
-        if not queues:
-            return []
+    def _default_queue(self) -> str:
+        return queue_names(self.s.queue_prefix)[0]
+
+    def _waiting(self, queues: list[str]) -> tuple[set[str], set[str]]:
+        """(job_ids whose message still waits in a queue or at a worker, queues to leave alone
+        this pass: too long to read, or Redis not answering)."""
         try:
-            pipe = self.redis.pipeline()
-            for q in queues:
-                pipe.llen(q or self.s.queue_prefix + "cpu")
-            return [q for q, n in zip(queues, pipe.execute(), strict=True) if n]
+            return jobs_in_queues(self.redis, sorted(set(queues)))
         except redis.RedisError as e:
             log.warning("reaper_redis_unavailable", error=str(e)[:200])
-            return queues
+            return set(), set(queues)
+
+    def _route(self, queue: str) -> str:
+        """``queue``, or a queue some live worker consumes when none consumes it (jobs routed to
+        `gpu` while no GPU worker lives run on `cpu`)."""
+        live = self._live
+        if live is None or queue in live:
+            return queue
+        for q in queue_names(self.s.queue_prefix):
+            if q in live:
+                log.info("jobs_rerouted", from_queue=queue, to_queue=q)
+                return q
+        return queue
 
     def _publish(self, rows: list[dict[str, Any]]) -> tuple[int, int]:
         """Publish run_batch tasks; a failed publish leaves the jobs for the next lease."""
         groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
         for r in rows:
-            queue = r["queue"] or self.s.queue_prefix + "cpu"
+            queue = self._route(r["queue"] or self._default_queue())
             groups.setdefault((r["model"], queue), []).append(r)
         size = max(1, self.s.bridge.max_batch)
         sent = batches = 0
@@ -132,8 +153,11 @@ class Reaper:
                 chunk = group[i:i + size]
                 batch = JobBatch.from_ledger_rows(model, chunk, f"reap-{uuid.uuid4()}")
                 try:
+                    if any((r["queue"] or self._default_queue()) != queue for r in chunk):
+                        with transaction(self.db) as conn:
+                            move_jobs(conn, batch.job_ids, queue)
                     publish(self.celery, batch, queue, retry_policy={"max_retries": 2})
-                except Exception as e:  # Redis down: the lease brings them back next time
+                except Exception as e:  # Redis or DB down: the lease brings them back later
                     log.warning("reaper_publish_failed", error=str(e)[:200], jobs=len(chunk))
                     continue
                 sent += len(chunk)

@@ -363,3 +363,14 @@ def take_stuck(conn: Connection, lease_s: float, limit: int = 1000, skip_queues:
         "lease": float(lease_s), "lim": limit, "skip": list(skip_queues), "max": max_attempts,
         "live": list(LIVE), "running": JobStatus.RUNNING.value})
     return [dict(r._mapping) for r in res]
+
+
+MOVE = text("UPDATE jobs SET queue = :q WHERE job_id = ANY(CAST(:ids AS uuid[])) "
+            "AND status = ANY(CAST(:live AS job_status[]))")
+
+
+def move_jobs(conn: Connection, job_ids: Sequence[str], queue: str) -> int:
+    """Live jobs re-routed to another Celery queue (their first had no live consumer)."""
+    if not job_ids:
+        return 0
+    return conn.execute(MOVE, {"q": queue, "ids": list(job_ids), "live": list(LIVE)}).rowcount

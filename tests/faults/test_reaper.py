@@ -42,19 +42,27 @@ def test_reaper_requeues_stuck_jobs_from_the_ledger_and_fails_exhausted_ones(
     stuck = [_job("queued"), _job("queued"), _job("queued"), _job("running", attempts=1)]
     exhausted = _job("running", attempts=3)
     late = _job("queued", deadline=datetime.now(UTC) - timedelta(minutes=1))
-    # a queued and a running one on a queue that still holds a backlog, one exhausted there,
+    # on a queue that still holds a backlog: a queued one whose message waits in it, a queued
+    # and a running one whose messages are gone, and one exhausted there,
     busy_q = f"tq-busy-{uuid.uuid4().hex[:8]}.cpu"
-    waiting = [_job("queued", queue=busy_q), _job("running", attempts=1, queue=busy_q)]
+    waiting = [_job("queued", queue=busy_q)]
+    lost_in_busy = [_job("queued", queue=busy_q), _job("running", attempts=1, queue=busy_q)]
     exhausted_busy = _job("running", attempts=3, queue=busy_q)
     fresh = _job("queued")
-    ids = [j["job_id"] for j in [*stuck, exhausted, late, *waiting, exhausted_busy, fresh]]
+    everyone = [*stuck, exhausted, late, *waiting, *lost_in_busy, exhausted_busy, fresh]
+    ids = [j["job_id"] for j in everyone]
     with worker_db.begin() as conn:
-        insert_jobs(conn, [*stuck, exhausted, late, *waiting, exhausted_busy, fresh])
+        insert_jobs(conn, everyone)
         conn.execute(text("UPDATE jobs SET updated_at = now() - interval '10 minutes' "
                           "WHERE job_id = ANY(CAST(:ids AS uuid[]))"), {"ids": ids[:-1]})
     celery = RecordingCelery()
     reaper = Reaper(s, worker_db, celery)
-    reaper.redis.rpush(busy_q, "a message ahead of them")
+    from workers.app import make_celery
+    from workers.queues import publish as publish_batch
+
+    real = make_celery(s)
+    publish_batch(real, JobBatch.from_ledger_rows("digits-mlp", waiting, "backlog"), busy_q)
+    reaper.redis.rpush(busy_q, "a message of another app ahead of them")
     # when the reaper runs once,
     try:
         st = reaper.reap_once()
@@ -67,13 +75,15 @@ def test_reaper_requeues_stuck_jobs_from_the_ledger_and_fails_exhausted_ones(
     sent_ids = [j for _, batch, _ in batches for j in batch.job_ids]
     mine = {j["job_id"] for j in stuck}
     assert mine <= set(sent_ids) and fresh["job_id"] not in sent_ids
+    # exactly the lost ones of the busy queue too, never the one whose message still waits,
+    assert {j["job_id"] for j in lost_in_busy} <= set(sent_ids)
     assert not {j["job_id"] for j in [*waiting, exhausted_busy]} & set(sent_ids)
     for name, batch, queue in batches:
         assert name == "agentq.run_batch" and len(batch) <= 2
         if set(batch.job_ids) & mine:
             assert queue == QUEUE and batch.model == "digits-mlp"
             assert all(inp == {"pixels": [1.0] * 64} for inp in batch.inputs)
-    assert st.requeued >= 4 and st.failed >= 1 and st.expired >= 1
+    assert st.requeued >= 6 and st.failed >= 2 and st.expired >= 1
     with worker_db.connect() as conn:
         rows = dict(conn.execute(text(
             "SELECT job_id::text, status::text || ':' || coalesce(reason, '') FROM jobs "
@@ -82,7 +92,8 @@ def test_reaper_requeues_stuck_jobs_from_the_ledger_and_fails_exhausted_ones(
     # (the worker runs it alone and counts its attempt),
     assert rows[exhausted["job_id"]] == "failed:WORKER_CRASHED"
     assert rows[exhausted_busy["job_id"]] == "failed:WORKER_CRASHED"
-    assert [rows[j["job_id"]] for j in waiting] == ["queued:", "running:"]
+    assert [rows[j["job_id"]] for j in waiting + lost_in_busy] == ["queued:", "queued:",
+                                                                    "running:"]
     assert rows[late["job_id"]] == "expired:EXPIRED"
     assert rows[stuck[3]["job_id"]] == "running:"
     # and their lease is renewed: an immediate second pass re-publishes none of them.
@@ -98,3 +109,39 @@ def test_reaper_requeues_stuck_jobs_from_the_ledger_and_fails_exhausted_ones(
             conn.execute(text("UPDATE jobs SET status = 'failed', reason = 'TEST_CLEANUP' "
                               "WHERE job_id = ANY(CAST(:ids AS uuid[])) "
                               "AND status IN ('queued', 'running')"), {"ids": ids})
+
+
+def test_jobs_of_a_queue_no_live_worker_consumes_are_rerouted_to_one_that_is(stack, worker_db):
+    # Given jobs stuck on the `gpu` queue, where no worker lives, and a live `cpu` worker,
+    from dataclasses import replace as _replace
+
+    from workers.app import make_celery
+
+    s = stack.settings
+    stack.worker(queues="cpu", concurrency=1)
+    gpu_q, cpu_q = s.queue_prefix + "gpu", s.queue_prefix + "cpu"
+    jobs = [_job("queued", queue=gpu_q) for _ in range(5)]
+    ids = [j["job_id"] for j in jobs]
+    with worker_db.begin() as conn:
+        insert_jobs(conn, jobs)
+        conn.execute(text("UPDATE jobs SET updated_at = now() - interval '10 minutes' "
+                          "WHERE job_id = ANY(CAST(:ids AS uuid[]))"), {"ids": ids})
+    celery = make_celery(s)
+    from tests.support import wait_for
+
+    wait_for(lambda: celery.control.inspect(timeout=1).active_queues(), 60,
+             what="the cpu worker to answer")
+    # when the reaper runs,
+    reaper = Reaper(_replace(s, worker=_replace(s.worker, lease_s=60)), worker_db, celery)
+    try:
+        reaper.reap_once()
+    finally:
+        reaper.close()
+    # then the jobs run on `cpu` and the ledger says where they went.
+    from tests.support import wait_terminal
+
+    assert set(wait_terminal(worker_db, ids, 60).values()) == {"succeeded"}, stack.logs()
+    with worker_db.connect() as conn:
+        queues = {r[0] for r in conn.execute(text(
+            "SELECT queue FROM jobs WHERE job_id = ANY(CAST(:ids AS uuid[]))"), {"ids": ids})}
+    assert queues == {cpu_q}
