@@ -32,7 +32,7 @@ from bridge.inflight import InflightGate
 from bridge.isolate import write_isolating
 from bridge.offsets import OffsetTracker
 from bridge.rebalance import Listener
-from bridge.records import Item, Reject, produced_ms
+from bridge.records import Item, Reject, is_replay, produced_ms
 from bridge.rejects import DeadLetterUnavailable, RejectWriter
 from bridge.routing import Router
 from models.catalog import CATALOG
@@ -145,7 +145,8 @@ class Bridge:
                                        r.offset, produced, now_ms))
             metrics.rejected(res.reason.value)
             return
-        item = Item(ticket, res, tp.topic, tp.partition, r.offset, produced, now_ms)
+        item = Item(ticket, res, tp.topic, tp.partition, r.offset, produced, now_ms,
+                    is_replay(r.headers))
         full = self.batcher.add(res.model, item, now_ms)
         if full is not None:
             self.dispatch(full)
@@ -177,7 +178,7 @@ class Bridge:
         jobs = JobBatch.new(batch.model)
         for it in live:
             jobs.add(it.job, topic=it.topic, partition=it.partition, offset=it.offset,
-                     produced_ms=it.produced_ms, received_ms=it.received_ms)
+                     produced_ms=it.produced_ms, received_ms=it.received_ms, replay=it.replay)
         rows = jobs.ledger_rows(queue, now_ms)
 
         def durable() -> tuple[int, set[tuple[str, str]], list[tuple[dict[str, Any], str]]]:

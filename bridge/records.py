@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from typing import Any
 
 from bridge.offsets import Ticket
 from producers.contract import JobMessage, Rejection
+from producers.dlq import REPLAY_HEADER
 from workers.batch import utc_from_ms
 
 REJECT_NS = uuid.UUID("6f1c2d4e-7a8b-4c9d-8e0f-123456789abc")
@@ -41,6 +43,11 @@ class Item:
     offset: int
     produced_ms: int | None
     received_ms: float
+    replay: bool = False  # re-submitted from the DLQ (``agentq dlq replay``)
+
+
+def is_replay(headers: Any) -> bool:
+    return any(k == REPLAY_HEADER for k, _ in headers or ())
 
 
 @dataclass

@@ -16,6 +16,8 @@ from producers.jsonsafe import printable
 
 log = get_logger("agentq.dlq")
 
+REPLAY_HEADER = "agentq-replay-of"  # set by `agentq dlq replay`: the DLQ record re-submitted
+
 
 def dlq_headers(reason: str, detail: str, topic: str | None, partition: int | None,
                 offset: int | None, job_id: str | None = None) -> list[tuple[str, bytes]]:

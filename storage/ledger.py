@@ -104,6 +104,45 @@ EXISTING = text(
 )
 
 
+# A replayed record (``agentq dlq replay``) brings a failed, rejected or expired job back as a new
+# attempt: the row is queued again with the record's content and coordinates, once.
+REPLAY = text(
+    "UPDATE jobs AS j SET status = CAST(:queued AS job_status), model = r.m, tenant = r.te, "
+    "  input = CAST(r.i AS jsonb), meta = CAST(r.me AS jsonb), priority = r.pr, "
+    "  deadline_at = r.d, source_topic = r.t, source_partition = r.p, source_offset = r.o, "
+    "  queue = r.q, batch_id = r.b, produced_at = r.pa, received_at = r.ra, queued_at = r.qa, "
+    "  reason = NULL, error = NULL, finished_at = NULL, started_at = NULL, dlq_at = NULL, "
+    "  attempts = 0, replays = j.replays + 1, updated_at = now() "
+    "FROM unnest(CAST(:ids AS uuid[]), CAST(:models AS text[]), CAST(:tenants AS text[]), "
+    "  CAST(:inputs AS text[]), CAST(:metas AS text[]), CAST(:prios AS int[]), "
+    "  CAST(:deadlines AS timestamptz[]), CAST(:topics AS text[]), CAST(:parts AS int[]), "
+    "  CAST(:offs AS bigint[]), CAST(:queues AS text[]), CAST(:batches AS text[]), "
+    "  CAST(:produced AS timestamptz[]), CAST(:received AS timestamptz[]), "
+    "  CAST(:queued_at AS timestamptz[])) "
+    "  AS r(job_id, m, te, i, me, pr, d, t, p, o, q, b, pa, ra, qa) "
+    "WHERE j.job_id = r.job_id AND j.status = ANY(CAST(:ended AS job_status[])) "
+    "RETURNING j.job_id::text"
+)
+_REPLAYABLE = [JobStatus.FAILED.value, JobStatus.REJECTED.value, JobStatus.EXPIRED.value]
+
+
+def _replay(conn: Connection, rows: Sequence[Mapping[str, Any]]) -> set[str]:
+    if not rows:
+        return set()
+    c = {name: _column(rows, name) for name in (
+        "job_id", "model", "tenant", "input", "meta", "priority", "deadline_at",
+        "source_topic", "source_partition", "source_offset", "queue", "batch_id",
+        "produced_at", "received_at", "queued_at")}
+    res = conn.execute(REPLAY, {
+        "ids": c["job_id"], "models": c["model"], "tenants": c["tenant"], "inputs": c["input"],
+        "metas": c["meta"], "prios": c["priority"], "deadlines": c["deadline_at"],
+        "topics": c["source_topic"], "parts": c["source_partition"],
+        "offs": c["source_offset"], "queues": c["queue"], "batches": c["batch_id"],
+        "produced": c["produced_at"], "received": c["received_at"], "queued_at": c["queued_at"],
+        "queued": JobStatus.QUEUED.value, "ended": _REPLAYABLE})
+    return {r[0] for r in res}
+
+
 @dataclass(frozen=True)
 class Queued:
     """What ``queue_jobs`` decided for a batch's rows."""
@@ -120,10 +159,14 @@ def queue_jobs(conn: Connection, rows: Sequence[Mapping[str, Any]]) -> Queued:
     very same Kafka record (the bridge died between its ledger write and its offset commit); a
     job_id sent again by another record with the same content is an idempotent retry (it
     collapses into the first); with other content (input, tenant, meta, priority, deadline) it is
-    a conflict the caller refuses, and the first job's row is left as it is.
+    a conflict the caller refuses, and the first job's row is left as it is. A row marked
+    ``replay`` (a record re-submitted from the DLQ) brings back its job if it ended failed,
+    rejected or expired; a replay of a job that is live or succeeded collapses, so replaying
+    twice never runs a job twice.
     """
     queued = [{**r, "status": JobStatus.QUEUED} for r in rows]
     new = insert_jobs(conn, queued)
+    new |= _replay(conn, [r for r in queued if r["job_id"] not in new and r.get("replay")])
     again = [r for r in queued if r["job_id"] not in new]
     if not again:
         return Queued(new, set(), set())

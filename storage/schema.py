@@ -78,6 +78,7 @@ jobs = Table(
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("lease", Integer, nullable=False, server_default="0"),  # fencing token (0003)
     Column("dlq_at", DateTime(timezone=True)),  # DLQ copy acknowledged (failed jobs)
+    Column("replays", SmallInteger, nullable=False, server_default="0"),  # DLQ replays (0004)
 )
 Index("jobs_status_updated_idx", jobs.c.status, jobs.c.updated_at)
 Index("jobs_model_finished_idx", jobs.c.model, jobs.c.finished_at)

@@ -56,7 +56,7 @@ class JobBatch:
         return cls(batch_id or str(uuid.uuid4()), model, [], [], [], [])
 
     def add(self, job: Any, *, topic: str, partition: int, offset: int,
-            produced_ms: float | None, received_ms: float) -> None:
+            produced_ms: float | None, received_ms: float, replay: bool = False) -> None:
         """Append one validated v1 message (``producers.contract.JobMessage``) from a record."""
         self.job_ids.append(job.job_id)
         self.inputs.append(job.input)
@@ -64,7 +64,8 @@ class JobBatch:
         self.ledger.append({
             "tenant": job.tenant, "priority": job.priority, "meta": job.meta,
             "source_topic": topic, "source_partition": partition, "source_offset": offset,
-            "produced_at": _ts(produced_ms), "received_at": _ts(received_ms)})
+            "produced_at": _ts(produced_ms), "received_at": _ts(received_ms),
+            **({"replay": True} if replay else {})})
 
     def ledger_rows(self, queue: str, queued_ms: float) -> list[dict[str, Any]]:
         """The ``queued`` rows this batch inserts into ``jobs`` (``storage.ledger.queue_jobs``)."""

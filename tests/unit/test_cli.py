@@ -6,7 +6,7 @@ from cli import main as cli
 from cli import serve
 
 SUBCOMMANDS = {"produce", "bridge", "db", "models", "check", "status", "autoscale", "reaper",
-               "demo", "bench"}
+               "demo", "bench", "dlq"}
 BENCHMARKS = {"models", "e2e", "shm", "burst"}
 
 
@@ -21,10 +21,11 @@ def test_every_subcommand_is_registered_with_a_run_function():
     assert set(choices) == SUBCOMMANDS
     assert set(_choices(choices["bench"])) == BENCHMARKS
     for name, sub in choices.items():
-        if name in ("models", "bench"):
+        if name in ("models", "bench", "dlq"):
             continue  # one more level: checked below
         assert callable(sub.get_default("run")), name
     assert callable(parser.parse_args(["models", "build"]).run)
+    assert callable(parser.parse_args(["dlq", "replay", "--reason", "X"]).run)
     for which in BENCHMARKS:
         assert callable(parser.parse_args(["bench", which]).run), which
 
