@@ -206,7 +206,7 @@ class Bridge:
             if it.job.deadline_ms is not None and it.job.deadline_ms < now_ms:
                 self.rejects.append(Reject(
                     it.ticket, Rejection(RejectReason.EXPIRED, "deadline passed while batching",
-                                         it.job.job_id),
+                                         it.job.job_id, reply_to=it.job.reply_to),
                     it.job.encode(), None, it.topic, it.partition, it.offset, it.produced_ms,
                     it.received_ms, it.job.model))
             elif it.job.job_id in seen:
@@ -221,7 +221,8 @@ class Bridge:
         jobs = JobBatch.new(batch.model)
         for it in live:
             jobs.add(it.job, topic=it.topic, partition=it.partition, offset=it.offset,
-                     produced_ms=it.produced_ms, received_ms=it.received_ms)
+                     produced_ms=it.produced_ms, received_ms=it.received_ms,
+                     reply_to=self.reply_topic(it.job.reply_to))
         rows = jobs.ledger_rows(queue, now_ms)
 
         def durable() -> int:  # on a dispatch thread: no tracker, no stats here
@@ -245,6 +246,10 @@ class Bridge:
 
         self.dispatcher.submit(durable, completed)
 
+    def reply_topic(self, asked: str | None) -> str | None:
+        """The job's own reply topic, else the default results topic (None: no reply)."""
+        return asked or self.s.kafka.results_topic or None
+
     def _record(self, rows: list[dict[str, Any]]) -> set[str]:
         with transaction(self.db) as conn:
             return queue_jobs(conn, rows)
@@ -265,7 +270,7 @@ class Bridge:
             "reason": r.rejection.reason.value, "error": r.rejection.detail[:2000],
             "source_topic": r.topic, "source_partition": r.partition, "source_offset": r.offset,
             "produced_at": _ts(r.produced_ms), "received_at": _ts(r.received_ms),
-            "finished_at": now,
+            "finished_at": now, "reply_to": self.reply_topic(r.rejection.reply_to),
         } for r in rejects]
         self._retry_db(lambda: self._record_rejects(rows))
         self._retry_io(lambda: [f.get(timeout=30) for f in futures], "dlq_publish")

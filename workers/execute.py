@@ -168,6 +168,7 @@ def _run(ctx: Any, run: JobBatch, attempts: dict[str, int], out: BatchOutcome) -
         failed = fail_jobs(conn, [(run.job_ids[i], reason, m) for i, m in sorted(final.items())],
                            finished)
         requeue_jobs(conn, [(run.job_ids[i], reason, m) for i, m in sorted(retry.items())])
+    failpoint("worker.after_commit")  # results durable, replies still only in the outbox
     out.retry.update({run.job_ids[i]: attempts[run.job_ids[i]] for i in sorted(retry)})
     _record_failed(ctx, failed, out)
 
