@@ -183,6 +183,20 @@ class JobClient:
         self._producer.flush()
         return handles
 
+    def handle_for(self, job_id: str) -> JobHandle:
+        """A handle for a job sent some other way (kcat, another process, before a restart)
+        with this client's topic as its ``reply_to``; it resolves when a reply arrives."""
+        job_id = str(uuid.UUID(job_id))
+        with self.lock:
+            if self._closed:
+                raise ClientClosed("the client is closed")
+            handle = self._pending.get(job_id)
+            if handle is None:
+                if len(self._pending) >= self.max_outstanding:
+                    raise ClientFull(f"{len(self._pending)} jobs await replies")
+                handle = self._pending[job_id] = JobHandle(job_id, self)
+            return handle
+
     def forget(self, handle: JobHandle) -> None:
         """Stop waiting for a job (its reply, if it comes, is ignored)."""
         with self.lock:
