@@ -28,7 +28,9 @@ TAKE_DUE = text(
     "LEFT JOIN results x ON x.job_id = r.job_id ORDER BY r.id"
 )
 
-MARK_SENT = text("UPDATE replies SET sent_at = now() WHERE id = ANY(CAST(:ids AS bigint[]))")
+# clock_timestamp(), not now() (the start of the relay's transaction, before its publish).
+MARK_SENT = text("UPDATE replies SET sent_at = clock_timestamp() "
+                 "WHERE id = ANY(CAST(:ids AS bigint[]))")
 
 # Exponential backoff per row, so a topic that cannot be written (deleted, not allowed) is
 # retried now and then without holding up the replies behind it.

@@ -7,7 +7,7 @@ from cli import serve
 
 SUBCOMMANDS = {"produce", "submit", "result", "bridge", "db", "models", "check", "status",
                "autoscale", "reaper", "relay", "demo", "bench"}
-BENCHMARKS = {"models", "e2e", "shm", "burst"}
+BENCHMARKS = {"models", "e2e", "roundtrip", "shm", "burst"}
 
 
 def _choices(parser) -> dict:
