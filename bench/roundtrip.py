@@ -118,7 +118,8 @@ def run(settings: Settings, model: str, rates: list[float], load_s: float, worke
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--models", default="digits-mlp,minilm-l6")
-    p.add_argument("--rates", help="jobs/s, comma-separated (beats --loads)")
+    p.add_argument("--rates", help="jobs/s: 50,200 or per model digits-mlp=50:200,minilm-l6=5:20"
+                   " (beats --loads)")
     p.add_argument("--loads", default="0.25,0.5", help="fractions of --capacity")
     p.add_argument("--capacity", help="model=jobs/s,… (default: drain rates of e2e.json)")
     p.add_argument("--load-s", type=float, default=15.0, help="seconds per load")
@@ -148,6 +149,14 @@ def _capacities(arg: str | None) -> dict[str, float]:
         return {}
 
 
+def _rates(arg: str, model: str) -> list[float]:
+    """``50,200`` for every model, or ``digits-mlp=50:200,minilm-l6=5:20`` per model."""
+    if "=" not in arg:
+        return [float(r) for r in arg.split(",")]
+    per = dict(kv.split("=") for kv in arg.split(","))
+    return [float(r) for r in per.get(model, "").split(":") if r]
+
+
 def command(args: argparse.Namespace, settings: Settings) -> int:
     db = make_engine(settings.worker_database_url, pool_size=1, app_name="agentq-bench-roundtrip")
     with db.connect() as conn:
@@ -163,7 +172,9 @@ def command(args: argparse.Namespace, settings: Settings) -> int:
             console.print(f"[yellow]{model} is not registered; skipped")
             continue
         if args.rates:
-            rates = [float(r) for r in args.rates.split(",")]
+            rates = _rates(args.rates, model)
+            if not rates:
+                continue
         elif model in caps:
             rates = [round(float(f) * caps[model], 1) for f in args.loads.split(",")]
         else:
