@@ -35,6 +35,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from kafka import KafkaConsumer, TopicPartition
+from kafka.errors import KafkaError
 
 from agentq.config import Settings
 from agentq.log import get_logger
@@ -125,11 +126,10 @@ class JobClient:
             return
         with self.lock:
             handle = self._pending.pop(result.job_id, None)
-        if handle is None:  # a duplicate, or another client's job on a shared topic
-            self.stats["ignored"] += 1
-            return
-        self.stats["replies"] += 1
-        handle.settle(result=result)
+            key = "ignored" if handle is None else "replies"
+            self.stats[key] += 1  # ignored: a duplicate, or another client's job on its topic
+        if handle is not None:
+            handle.settle(result=result)
 
     # -- submitting ----------------------------------------------------------------------------
     def _prepare(self, job: JobMessage | dict[str, Any]) -> JobMessage:
@@ -161,15 +161,17 @@ class JobClient:
                 raise ClientFull(f"{len(self._pending)} jobs await replies (the most this "
                                  "client holds); wait for some first")
             handle = self._pending[msg.job_id] = JobHandle(msg.job_id, self)
+            self.stats["submitted"] += 1
         try:
             future = self._producer.send(msg, routing_key, validate=True,
                                          admission_timeout_s=admission_timeout_s)
-        except BaseException:
+        except BaseException as e:
             with self.lock:
                 self._pending.pop(msg.job_id, None)
+            if isinstance(e, KafkaError):  # e.g. no metadata within max_block_ms
+                raise SubmitFailed(f"job {msg.job_id} was not sent: {e}") from e
             raise
         future.add_errback(self._send_failed, msg.job_id)
-        self.stats["submitted"] += 1
         return handle
 
     def _send_failed(self, job_id: str, error: BaseException) -> None:

@@ -16,7 +16,7 @@ from sqlalchemy import text
 
 from producers.client import JobClient
 from producers.topics import delete_topics, ensure_reply_topic
-from tests.faults.harness import digits_jobs
+from tests.faults.harness import digits_jobs, marker
 from tests.support import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
@@ -100,3 +100,22 @@ def test_relay_killed_between_publish_and_commit_replies_again_with_the_same_con
     copies = [evs for evs in events.values() if len(evs) > 1]
     assert copies, "the killed relay's batch should have been published again"
     assert all(all(e == evs[0] for e in evs) for evs in copies)
+
+
+def test_a_job_that_fails_in_inference_replies_failed_with_its_reason(faulty):
+    # Given a worker on which every job carrying a marker raises, with one attempt per job,
+    s = faulty.settings
+    poison = marker()
+    faulty.worker(extra_env={"AGENTQ_FAILPOINT": f"worker.item:{poison}:raise",
+                             "AGENTQ_WORKER_MAX_ATTEMPTS": "1"})
+    faulty.bridge()
+    bad = digits_jobs(2, marker=poison)
+    good = digits_jobs(6)
+    with JobClient(s) as client:
+        # when they run in batches with good jobs,
+        results = {r.job_id: r for r in client.wait(client.submit_many(bad + good), timeout=90)}
+    # then the bad ones reply failed with INFERENCE_FAILED and no result, the others succeed.
+    assert {(results[j.job_id].status, results[j.job_id].reason) for j in bad} == {
+        ("failed", "INFERENCE_FAILED")}, faulty.logs()
+    assert all(results[j.job_id].result is None for j in bad)
+    assert {results[j.job_id].status for j in good} == {"succeeded"}
