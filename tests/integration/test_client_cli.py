@@ -98,3 +98,24 @@ def test_cli_submit_wait_prints_the_result_and_result_reads_the_ledger(stack, wo
     rc, emb = _cli(stack, "submit", "--model", "minilm-l6", "--text", "reset my password",
                    "--wait", "--timeout", "90", timeout_s=120)
     assert rc == 0 and len(emb["result"]["embedding"]) == 384, emb
+
+
+@pytest.mark.slow
+def test_ten_thousand_outstanding_handles_all_resolve(stack):
+    # Given a client whose 10,000 jobs all wait at once (no bridge yet),
+    import resource
+
+    s = stack.settings
+    jobs = digits_jobs(10_000)
+    with JobClient(s) as client:
+        rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        handles = client.submit_many(jobs)
+        assert client.outstanding() == 10_000
+        grown_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss0) / 1024
+        # when the pipeline starts, then every handle resolves and none is left behind.
+        stack.worker(concurrency=2)
+        stack.bridge()
+        results = client.wait(handles, timeout=150)
+        assert client.outstanding() == 0
+    assert sum(r.ok for r in results) == 10_000
+    assert grown_mb < 200, grown_mb  # jobs, handles and the producer's buffers together
