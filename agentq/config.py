@@ -42,6 +42,8 @@ class KafkaSettings:
     bootstrap_servers: str = "127.0.0.1:19092"
     jobs_topic: str = "agentq.jobs"
     dlq_topic: str = "agentq.jobs.dlq"
+    # Default reply topic: when set, every job without its own ``reply_to`` replies here.
+    results_topic: str | None = None
     group_id: str = "agentq-bridge"
     jobs_partitions: int = 4
     security_protocol: str = "PLAINTEXT"
@@ -77,6 +79,12 @@ class Limits:
     max_json_depth: int = 8
     max_text_chars: int = 8_000
     max_pixels: int = 64
+    # Comma-separated prefixes a job's ``reply_to`` must start with; unset = any legal topic.
+    reply_topic_prefixes: str | None = None
+
+    def reply_prefixes(self) -> tuple[str, ...]:
+        raw = self.reply_topic_prefixes or ""
+        return tuple(p.strip() for p in raw.split(",") if p.strip())
 
 
 @dataclass(frozen=True)
@@ -100,6 +108,21 @@ class BridgeSettings:
     reaper: bool = True  # run the reaper thread inside the bridge
     # Batch size multiplier by model name over the catalogue's own (digits-mlp: 4).
     batch_scale: Mapping[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ReplySettings:
+    """``AGENTQ_REPLY_*``: result events after commit (the outbox relay) and ``JobClient``."""
+
+    relay: bool = True  # run the outbox relay thread inside the bridge
+    relay_batch: int = 500  # outbox rows published per relay transaction
+    relay_poll_ms: int = 1000  # fallback poll when no NOTIFY arrives
+    relay_publish_timeout_s: float = 30.0  # acks=all wait for one relay batch
+    relay_backoff_cap_s: float = 300.0  # longest wait before retrying an unpublishable reply
+    topic_prefix: str = "agentq.replies."  # JobClient's own topic: <prefix><client id>
+    topic_partitions: int = 1  # partitions of a reply topic agentq creates
+    topic_retention_ms: int = 3_600_000  # retention of a reply topic agentq creates
+    max_outstanding: int = 100_000  # handles one JobClient holds before it refuses a submit
 
 
 @dataclass(frozen=True)
@@ -155,6 +178,7 @@ class Settings:
     kafka: KafkaSettings = field(default_factory=KafkaSettings)
     limits: Limits = field(default_factory=Limits)
     bridge: BridgeSettings = field(default_factory=BridgeSettings)
+    replies: ReplySettings = field(default_factory=ReplySettings)
     worker: WorkerSettings = field(default_factory=WorkerSettings)
     engine: EngineOptions = field(default_factory=EngineOptions)
     autoscale: ScalingConfig = field(default_factory=ScalingConfig)
@@ -195,6 +219,7 @@ class Settings:
             kafka=kafka,
             limits=limits,
             bridge=bridge,
+            replies=_apply(base.replies, e, "AGENTQ_REPLY_"),
             worker=worker,
             engine=_apply(base.engine, e, "AGENTQ_ENGINE_"),
             autoscale=_apply(base.autoscale, e, "AGENTQ_AUTOSCALE_"),

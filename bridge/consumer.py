@@ -58,7 +58,8 @@ class Bridge:
         self.db = db
         self.celery = celery_app
         self.dlq = dlq or DeadLetters(settings.kafka)
-        self.reject_writer = RejectWriter(settings, self.dlq, self._write_rejects)
+        self.reject_writer = RejectWriter(settings, self.dlq, self._write_rejects,
+                                          self.reply_topic)
         self.router = router or Router(settings, celery_app)
         self.publish = publisher or (lambda batch, queue: publish(celery_app, batch, queue))
         self.tracker = OffsetTracker()
@@ -163,7 +164,8 @@ class Bridge:
             first = seen.get(it.job.job_id)
             if it.job.deadline_ms is not None and it.job.deadline_ms < now_ms:
                 self.rejects.append(Reject.of(it, Rejection(
-                    RejectReason.EXPIRED, "deadline passed while batching", it.job.job_id)))
+                    RejectReason.EXPIRED, "deadline passed while batching", it.job.job_id,
+                    reply_to=it.job.reply_to)))
             elif first is not None and first.job == it.job:
                 repeats.append(it)
             elif first is not None:
@@ -178,7 +180,8 @@ class Bridge:
         jobs = JobBatch.new(batch.model)
         for it in live:
             jobs.add(it.job, topic=it.topic, partition=it.partition, offset=it.offset,
-                     produced_ms=it.produced_ms, received_ms=it.received_ms, replay=it.replay)
+                     produced_ms=it.produced_ms, received_ms=it.received_ms, replay=it.replay,
+                     reply_to=self.reply_topic(it.job.reply_to))
         rows = jobs.ledger_rows(queue, now_ms)
 
         def durable() -> tuple[int, set[tuple[str, str]], list[tuple[dict[str, Any], str]]]:
@@ -198,7 +201,7 @@ class Bridge:
                 if it.job.job_id in bad:  # refused by the ledger: rejected, never lost
                     self.rejects.append(Reject.of(it, Rejection(
                         RejectReason.STORAGE_REFUSED, f"the ledger refused this job: "
-                        f"{bad[it.job.job_id]}", it.job.job_id)))
+                        f"{bad[it.job.job_id]}", it.job.job_id, reply_to=it.job.reply_to)))
                 elif it.job.job_id in conflicts:
                     self.rejects.append(duplicate_reject(it))
             bad.update(dict.fromkeys(conflicts, "duplicate"))
@@ -217,6 +220,10 @@ class Bridge:
                     self.tracker.done(it.ticket)
 
         self.dispatcher.submit(durable, completed)
+
+    def reply_topic(self, asked: str | None) -> str | None:
+        """The job's own reply topic, else the default results topic (None: no reply)."""
+        return asked or self.s.kafka.results_topic or None
 
     def _record(self, rows: Any) -> set[tuple[str, str]]:
         def write() -> set[tuple[str, str]]:

@@ -32,7 +32,7 @@ class DeadLetterUnavailable(RuntimeError):
     """The DLQ topic took no copy within the bound: the bridge must stop, not skip it."""
 
 
-def reject_row(r: Reject, finished: datetime) -> dict[str, Any]:
+def reject_row(r: Reject, finished: datetime, reply_to: str | None) -> dict[str, Any]:
     return {
         "job_id": r.ledger_id, "model": printable(r.model or "?", 200),
         "status": (JobStatus.EXPIRED if r.rejection.reason == RejectReason.EXPIRED
@@ -40,14 +40,16 @@ def reject_row(r: Reject, finished: datetime) -> dict[str, Any]:
         "reason": r.rejection.reason.value, "error": printable(r.rejection.detail),
         "source_topic": r.topic, "source_partition": r.partition, "source_offset": r.offset,
         "produced_at": ts(r.produced_ms), "received_at": ts(r.received_ms),
-        "finished_at": finished,
+        "finished_at": finished, "reply_to": reply_to,
     }
 
 
 class RejectWriter:
     def __init__(self, settings: Settings, dlq: Any,
-                 write_rows: Callable[[Sequence[dict[str, Any]]], set[str]]) -> None:
+                 write_rows: Callable[[Sequence[dict[str, Any]]], set[str]],
+                 reply_topic: Callable[[str | None], str | None] = lambda asked: asked) -> None:
         self.dlq = dlq
+        self.reply_topic = reply_topic  # the job's reply topic, or the default results topic
         self.write_rows = write_rows  # one transaction; transient errors retried by the caller
         self.timeout_s = settings.bridge.dlq_timeout_s
         self.max_bytes = settings.bridge.dlq_max_value_bytes
@@ -55,7 +57,9 @@ class RejectWriter:
     def write(self, rejects: list[Reject]) -> None:
         """Ledger rows and DLQ copies of ``rejects``, durable when this returns."""
         pending = {i: self._send(r, self.max_bytes) for i, r in enumerate(rejects)}
-        rows = [reject_row(r, datetime.now(UTC)) for r in rejects]
+        now = datetime.now(UTC)
+        rows = [reject_row(r, now, None if r.rejection.fields.get("keyed_by_record")
+                           else self.reply_topic(r.rejection.reply_to)) for r in rejects]
         _, refused = write_isolating(self.write_rows, rows)
         for row, why in refused:  # our own row refused: keep a minimal one, never lose it
             self.write_rows([{**{k: row[k] for k in ("job_id", "model", "status", "reason",

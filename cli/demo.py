@@ -1,5 +1,6 @@
 """`agentq demo`: start a worker pool and a bridge, push a job stream through the whole system,
-wait for every job to end, print throughput, latency and a sample SQL result."""
+wait for every job to end, print throughput, latency and a sample SQL result; then a few
+agent-style round trips through ``JobClient`` (submit, wait for the reply, print it)."""
 
 from __future__ import annotations
 
@@ -66,6 +67,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--minilm", type=int, default=1_000, help="minilm-l6 jobs (if built)")
     p.add_argument("--workers", type=int, default=2, help="Celery worker processes")
     p.add_argument("--timeout-s", type=float, default=600)
+    p.add_argument("--round-trips", type=int, default=3, help="agent-style round trips per "
+                   "model after the stream (0 = none)")
 
 
 def register(sub: Any) -> None:
@@ -121,15 +124,51 @@ def command(args: argparse.Namespace, settings: Settings) -> int:
                       f"producing[/]")
         console.print("sample SQL:\n" + SAMPLE_SQL.strip(), markup=False)
         console.print(_table("digits-mlp results by predicted digit", sample))
+        trips = round_trips(settings, available, args.round_trips, console)
         print(json.dumps({"jobs": len(ids), "succeeded": total_ok, "elapsed_s": round(elapsed, 2),
-                          "pipeline_s": round(span_s, 2),
+                          "round_trips": trips, "pipeline_s": round(span_s, 2),
                           "pipeline_jobs_per_s": round(len(ids) / span_s, 1),
                           "jobs_per_s": round(len(ids) / elapsed, 1), "produce": produced,
                           "by_model": [dict(r._mapping) for r in summary]}, default=str))
-        return 0 if total_ok == len(ids) else 1
+        trips_ok = all(t["status"] == "succeeded" for t in trips)
+        return 0 if total_ok == len(ids) and trips_ok else 1
     finally:
         stack.stop_all()
         db.dispose()
+
+
+AGENT_TEXTS = ("reset my password", "where is my order?", "cancel my subscription")
+
+
+def round_trips(settings: Settings, available: set[str], n: int,
+                console: Console) -> list[dict[str, Any]]:
+    """Submit a few jobs the way an agent does and wait for each reply; returns what was seen."""
+    if n <= 0:
+        return []
+    from producers.client import JobClient
+    from producers.contract import JobMessage
+
+    jobs = []
+    if "minilm-l6" in available:
+        jobs += [JobMessage.new("minilm-l6", {"text": t}) for t in (AGENT_TEXTS * n)[:n]]
+    if "digits-mlp" in available:
+        jobs += list(synthetic_jobs("digits-mlp", n, seed=42))
+    out = []
+    with JobClient(settings, db_url=settings.worker_database_url) as client:
+        for job in jobs:
+            t0 = time.perf_counter()
+            res = client.submit(job).result(timeout=60)
+            ms = (time.perf_counter() - t0) * 1000
+            if res.embedding is not None:
+                head = [round(x, 4) for x in res.embedding[:3]]
+                shown = f"embedding[{len(res.embedding)}] = {head}…"
+            else:
+                shown = f"label {res.label} (p={max(res.probs or [0]):.3f})"
+            what = job.input.get("text") or "8x8 image"
+            console.print(f"round trip [bold]{job.model}[/] {what!r}: {res.status}, {shown}, "
+                          f"{ms:.1f} ms submit → result in hand")
+            out.append({"model": job.model, "status": res.status, "round_trip_ms": round(ms, 1)})
+    return out
 
 
 def _wait(db: Any, ids: list[str], timeout_s: float, console: Console) -> None:

@@ -1,4 +1,5 @@
-"""`agentq bridge`: the Kafka → Celery bridge, with the reaper thread and the metrics endpoint."""
+"""`agentq bridge`: the Kafka → Celery bridge, with the reaper and reply relay threads and the
+metrics endpoint."""
 
 from __future__ import annotations
 
@@ -29,17 +30,23 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     from agentq.shutdown import stop_on_signals
     from bridge.consumer import Bridge
     from ops.reaper import start_reaper
-    from producers.topics import ensure_topics
+    from ops.relay import start_relay
+    from producers.topics import ensure_reply_topic, ensure_topics
     from storage.db import make_engine
     from workers.app import make_celery
 
     settings = with_flags(settings, args)
     ensure_topics(settings.kafka)
-    db = make_engine(settings.worker_database_url, pool_size=2, app_name="agentq-bridge")
+    if settings.kafka.results_topic:
+        r = settings.replies
+        ensure_reply_topic(settings.kafka, settings.kafka.results_topic, r.topic_partitions,
+                           r.topic_retention_ms)
+    db = make_engine(settings.worker_database_url, pool_size=3, app_name="agentq-bridge")
     celery = make_celery(settings)
     stop = stop_on_signals()
     metrics.start_server(settings.metrics_port, role="bridge")  # off unless a port is set
     start_reaper(settings, db, celery, stop)  # re-enqueues jobs stuck past their lease
+    start_relay(settings, db, stop)  # publishes result events from the reply outbox
     try:
         Bridge(settings, db, celery).run(stop)
     finally:

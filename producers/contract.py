@@ -7,7 +7,9 @@ the model-specific input. Every rejection carries a machine-readable reason.
 from __future__ import annotations
 
 import json
+import re
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -34,6 +36,25 @@ class RejectReason(StrEnum):
     WORKER_CRASHED = "WORKER_CRASHED"
     STORAGE_REFUSED = "STORAGE_REFUSED"  # the ledger refused the job (defence in depth)
     DUPLICATE_JOB_ID = "DUPLICATE_JOB_ID"  # a job_id already used for other content
+    INVALID_REPLY_TO = "INVALID_REPLY_TO"
+
+
+# Kafka's own rule for topic names (``org.apache.kafka.common.internals.Topic``).
+TOPIC_CHARS = re.compile(r"[a-zA-Z0-9._-]+")
+MAX_TOPIC_CHARS = 249
+
+
+def topic_problem(name: Any, prefixes: Sequence[str] = ()) -> str | None:
+    """Why ``name`` cannot be a reply topic (legal Kafka name, allowed prefix), or None."""
+    if not isinstance(name, str) or not name:
+        return "reply_to must be a non-empty string"
+    if len(name) > MAX_TOPIC_CHARS:
+        return f"reply_to is {len(name)} characters, limit {MAX_TOPIC_CHARS}"
+    if name in (".", "..") or not TOPIC_CHARS.fullmatch(name):
+        return "reply_to must be a Kafka topic name: ASCII letters, digits, '.', '_', '-'"
+    if prefixes and not name.startswith(tuple(prefixes)):
+        return f"reply_to must start with one of {', '.join(prefixes)}"
+    return None
 
 
 @dataclass(frozen=True)
@@ -46,6 +67,7 @@ class JobMessage:
     deadline_ms: int | None = None
     tenant: str | None = None
     meta: dict[str, Any] | None = None
+    reply_to: str | None = None  # topic for the job's result event (``producers.replies``)
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {"v": self.v, "job_id": self.job_id, "model": self.model,
@@ -58,6 +80,8 @@ class JobMessage:
             d["tenant"] = self.tenant
         if self.meta is not None:
             d["meta"] = self.meta
+        if self.reply_to is not None:
+            d["reply_to"] = self.reply_to
         return d
 
     def encode(self) -> bytes:
@@ -76,6 +100,7 @@ class Rejection:
     detail: str
     job_id: str | None = None
     fields: dict[str, Any] = field(default_factory=dict)
+    reply_to: str | None = None  # the job's valid reply topic, when it was read before the refusal
 
 
 def json_depth_exceeds(raw: str, max_depth: int) -> bool:
@@ -140,8 +165,8 @@ def _parse_record(value: bytes | None, limits: Limits, known_models: set[str] | 
     return validate_message(obj, limits, known_models, now_ms)
 
 
-def _schema(detail: str, job_id: str | None = None) -> Rejection:
-    return Rejection(RejectReason.SCHEMA, detail, job_id)
+def _schema(detail: str, job_id: str | None = None, reply_to: str | None = None) -> Rejection:
+    return Rejection(RejectReason.SCHEMA, detail, job_id, reply_to=reply_to)
 
 
 def validate_message(obj: Any, limits: Limits, known_models: set[str] | None = None,
@@ -159,41 +184,49 @@ def validate_message(obj: Any, limits: Limits, known_models: set[str] | None = N
     if type(version) is not int or version != SCHEMA_VERSION:
         return _schema(printable(f"unsupported schema version {version!r}; expected 1", 200),
                        job_id)
+    reply_to = obj.get("reply_to")
+    if reply_to is not None:
+        problem_text = topic_problem(reply_to, limits.reply_prefixes())
+        if problem_text is not None:
+            return Rejection(RejectReason.INVALID_REPLY_TO, problem_text, job_id)
+    # From here on a refusal still replies to the job's reply topic.
     model = obj.get("model")
     if not isinstance(model, str):
-        return _schema("model is required and must be a string", job_id)
+        return _schema("model is required and must be a string", job_id, reply_to)
     entry = CATALOG.get(model)
     if entry is None or (known_models is not None and model not in known_models):
         return Rejection(RejectReason.UNKNOWN_MODEL, printable(f"unknown model {model!r}", 300),
-                         job_id)
+                         job_id, reply_to=reply_to)
     inp = obj.get("input")
     if not isinstance(inp, dict):
-        return _schema("input is required and must be an object", job_id)
+        return _schema("input is required and must be an object", job_id, reply_to)
     refused = entry.check_input(inp, limits)
     if refused is not None:
-        return Rejection(RejectReason(refused[0]), refused[1], job_id)
+        return Rejection(RejectReason(refused[0]), refused[1], job_id, reply_to=reply_to)
     bad = problem(inp, "input")
     if bad:
-        return _schema(bad, job_id)
+        return _schema(bad, job_id, reply_to)
     priority = obj.get("priority", 0)
     deadline = obj.get("deadline_ms")
     tenant = obj.get("tenant")
     meta = obj.get("meta")
     if type(priority) is not int or not INT32_MIN <= priority <= INT32_MAX:
-        return _schema("priority must be an integer in the 32-bit range", job_id)
+        return _schema("priority must be an integer in the 32-bit range", job_id, reply_to)
     if deadline is not None and (type(deadline) is not int
                                  or not 0 <= deadline <= DEADLINE_MAX_MS):
-        return _schema("deadline_ms must be an integer epoch ms between 1970 and 9999", job_id)
+        return _schema("deadline_ms must be an integer epoch ms between 1970 and 9999", job_id,
+                       reply_to)
     if tenant is not None and (not isinstance(tenant, str) or len(tenant) > 128
                                or text_problem(tenant)):
         return _schema("tenant must be a string of at most 128 characters, without NUL or "
-                       "unpaired surrogates", job_id)
+                       "unpaired surrogates", job_id, reply_to)
     if meta is not None and not isinstance(meta, dict):
-        return _schema("meta must be an object", job_id)
+        return _schema("meta must be an object", job_id, reply_to)
     bad = problem(meta, "meta") if meta else None
     if bad:
-        return _schema(bad, job_id)
+        return _schema(bad, job_id, reply_to)
     if deadline is not None and now_ms is not None and deadline < now_ms:
-        return Rejection(RejectReason.EXPIRED, f"deadline {deadline} passed before receipt", job_id)
+        return Rejection(RejectReason.EXPIRED, f"deadline {deadline} passed before receipt", job_id,
+                         reply_to=reply_to)
     return JobMessage(job_id=job_id, model=model, input=inp, priority=priority,
-                      deadline_ms=deadline, tenant=tenant, meta=meta)
+                      deadline_ms=deadline, tenant=tenant, meta=meta, reply_to=reply_to)

@@ -63,7 +63,8 @@ def dlq_value(row: Mapping[str, Any]) -> bytes:
     return JobMessage(job_id=str(row["job_id"]), model=row["model"], input=row.get("input") or {},
                       priority=int(row.get("priority") or 0),
                       deadline_ms=int(deadline.timestamp() * 1000) if deadline else None,
-                      tenant=row.get("tenant"), meta=row.get("meta")).encode()
+                      tenant=row.get("tenant"), meta=row.get("meta"),
+                      reply_to=row.get("reply_to")).encode()
 
 
 def dead_letter(dlq: Any, rows: Sequence[Mapping[str, Any]], timeout_s: float = 10.0

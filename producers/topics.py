@@ -26,6 +26,23 @@ def ensure_topics(settings: KafkaSettings, extra: dict[str, int] | None = None) 
         admin.close()
 
 
+def ensure_reply_topic(settings: KafkaSettings, name: str, partitions: int = 1,
+                       retention_ms: int | None = None) -> bool:
+    """Create a reply topic if missing, with its retention; returns True when it was created."""
+    admin = KafkaAdminClient(client_id="agentq-admin", **settings.client_options())
+    try:
+        if name in set(admin.list_topics()):
+            return False
+        configs = {"retention.ms": str(retention_ms)} if retention_ms else {}
+        try:
+            admin.create_topics([NewTopic(name, partitions, 1, topic_configs=configs)])
+        except TopicAlreadyExistsError:
+            return False
+        return True
+    finally:
+        admin.close()
+
+
 def delete_topics(settings: KafkaSettings, names: list[str]) -> None:
     """Delete topics that exist among ``names`` (test and benchmark clean-up)."""
     admin = KafkaAdminClient(client_id="agentq-admin", **settings.client_options())

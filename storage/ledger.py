@@ -41,7 +41,7 @@ INSERT_COLUMNS: tuple[tuple[str, str], ...] = (
     ("source_topic", "text"), ("source_partition", "int"), ("source_offset", "bigint"),
     ("deadline_at", "timestamptz"), ("produced_at", "timestamptz"),
     ("received_at", "timestamptz"), ("queued_at", "timestamptz"), ("started_at", "timestamptz"),
-    ("finished_at", "timestamptz"),
+    ("finished_at", "timestamptz"), ("reply_to", "text"),
 )
 _JSON = {"input", "meta"}
 _DEFAULTS = {"priority": 0, "attempts": 0}
@@ -294,7 +294,8 @@ END = text(
     "WHERE j.job_id = o.job_id AND j.status = ANY(CAST(:live AS job_status[])) "
     "AND (o.lease IS NULL OR (j.lease = o.lease AND j.status = CAST(:running AS job_status))) "
     "RETURNING j.job_id::text, j.model, j.input, j.tenant, j.priority, j.meta, j.deadline_at, "
-    "j.source_topic, j.source_partition, j.source_offset, j.attempts, j.reason, j.error"
+    "j.source_topic, j.source_partition, j.source_offset, j.attempts, j.reason, j.error, "
+    "j.reply_to"
 )
 
 Outcome = tuple[str, str, str]  # (job_id, reason, error)

@@ -9,6 +9,7 @@ from typing import Any
 
 from sqlalchemy import Connection, text
 
+from storage.replies import JOB_COLUMNS
 from storage.schema import LIVE, TERMINAL, JobStatus
 
 _TERMINAL = sorted(s.value for s in TERMINAL)
@@ -82,3 +83,19 @@ def model_report(conn: Connection, window_s: float) -> list[dict[str, Any]]:
 def open_jobs(conn: Connection, topic: str) -> dict[str, int]:
     """Queued and running jobs of a source topic, by status."""
     return {r[0]: int(r[1]) for r in conn.execute(OPEN_JOBS, {"live": list(LIVE), "t": topic})}
+
+
+JOB_REPORT = text(
+    f"SELECT {JOB_COLUMNS}, j.reply_to, r.sent_at AS reply_sent_at, r.error AS reply_error "
+    "FROM jobs j LEFT JOIN results x ON x.job_id = j.job_id "
+    "LEFT JOIN LATERAL (SELECT sent_at, error FROM replies WHERE job_id = j.job_id "
+    "  ORDER BY id DESC LIMIT 1) r ON true "
+    "WHERE j.job_id = CAST(:id AS uuid)"
+)
+
+
+def job_report(conn: Connection, job_id: str) -> dict[str, Any] | None:
+    """What the ledger holds for one job: status, reason, result, timestamps, attempts, and its
+    reply (topic, when it was sent); None when there is no row."""
+    row = conn.execute(JOB_REPORT, {"id": job_id}).first()
+    return None if row is None else dict(row._mapping)

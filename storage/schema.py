@@ -15,6 +15,7 @@ from sqlalchemy import (
     DateTime,
     Enum,
     ForeignKey,
+    Identity,
     Index,
     Integer,
     MetaData,
@@ -79,6 +80,7 @@ jobs = Table(
     Column("lease", Integer, nullable=False, server_default="0"),  # fencing token (0003)
     Column("dlq_at", DateTime(timezone=True)),  # DLQ copy acknowledged (failed jobs)
     Column("replays", SmallInteger, nullable=False, server_default="0"),  # DLQ replays (0004)
+    Column("reply_to", Text),  # topic of the job's result event (the bridge's default included)
 )
 Index("jobs_status_updated_idx", jobs.c.status, jobs.c.updated_at)
 Index("jobs_model_finished_idx", jobs.c.model, jobs.c.finished_at)
@@ -95,6 +97,23 @@ results = Table(
     Column("extra", JSONB),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
 )
+
+# The reply outbox: one row per terminal job with a reply topic, written by a trigger on ``jobs``
+# in the transaction that made the job terminal (migration 0003), sent by ``ops.relay``.
+replies = Table(
+    "replies",
+    metadata,
+    Column("id", BigInteger, Identity(), primary_key=True),
+    Column("job_id", UUID(as_uuid=False), ForeignKey("jobs.job_id"), nullable=False),
+    Column("topic", Text, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("next_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("attempts", SmallInteger, nullable=False, server_default="0"),
+    Column("error", Text),
+    Column("sent_at", DateTime(timezone=True)),
+)
+Index("replies_unsent_idx", replies.c.id, postgresql_where=replies.c.sent_at.is_(None))
+Index("replies_job_idx", replies.c.job_id)
 
 models = Table(
     "models",

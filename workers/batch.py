@@ -7,8 +7,9 @@ validated messages, the worker runs it, retries and the reaper rebuild it from l
     {"v": 1, "batch_id": str, "model": str, "job_ids": [...], "inputs": [...],
      "deadlines_ms": [int | null, ...]}
 
-Ledger-only columns (tenant, priority, meta, Kafka coordinates, timestamps) ride along for the
-ledger insert and are not published: the worker reads nothing but ids, inputs and deadlines.
+Ledger-only columns (tenant, priority, meta, reply topic, Kafka coordinates, timestamps) ride
+along for the ledger insert and are not published: the worker reads nothing but ids, inputs and
+deadlines.
 """
 
 from __future__ import annotations
@@ -56,8 +57,11 @@ class JobBatch:
         return cls(batch_id or str(uuid.uuid4()), model, [], [], [], [])
 
     def add(self, job: Any, *, topic: str, partition: int, offset: int,
-            produced_ms: float | None, received_ms: float, replay: bool = False) -> None:
-        """Append one validated v1 message (``producers.contract.JobMessage``) from a record."""
+            produced_ms: float | None, received_ms: float, replay: bool = False,
+            reply_to: str | None = None) -> None:
+        """Append one validated v1 message (``producers.contract.JobMessage``) from a record;
+        ``reply_to`` is its reply topic once the bridge's default is applied, ``replay`` says
+        the record was re-submitted from the DLQ."""
         self.job_ids.append(job.job_id)
         self.inputs.append(job.input)
         self.deadlines_ms.append(job.deadline_ms)
@@ -65,7 +69,7 @@ class JobBatch:
             "tenant": job.tenant, "priority": job.priority, "meta": job.meta,
             "source_topic": topic, "source_partition": partition, "source_offset": offset,
             "produced_at": _ts(produced_ms), "received_at": _ts(received_ms),
-            **({"replay": True} if replay else {})})
+            "reply_to": reply_to, **({"replay": True} if replay else {})})
 
     def ledger_rows(self, queue: str, queued_ms: float) -> list[dict[str, Any]]:
         """The ``queued`` rows this batch inserts into ``jobs`` (``storage.ledger.queue_jobs``)."""

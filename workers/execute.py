@@ -197,6 +197,7 @@ def _land(ctx: Any, rows: list[dict[str, Any]], failures: list[Outcome], retries
         for q in retries:
             _land(ctx, [], [], [q], claims, out)
         return
+    failpoint("worker.after_commit")  # results durable, replies still only in the outbox
     out.succeeded += succeeded
     out.fenced += len(rows) - succeeded
     out.retry.update({j: claims[j].attempts for j in again})

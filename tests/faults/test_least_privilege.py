@@ -1,4 +1,5 @@
-"""The worker role (used by the bridge and the workers) has no DDL and no DELETE."""
+"""The worker role (used by the bridge, the workers and the relay) has no DDL and no DELETE, and
+may only mark reply outbox rows sent or delayed (the trigger writes them)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,9 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
     "DROP TABLE results",
     "ALTER TABLE jobs ADD COLUMN intruder int",
     "UPDATE models SET active = active WHERE false",
+    "INSERT INTO replies (job_id, topic) SELECT job_id, 'x' FROM jobs WHERE false",
+    "UPDATE replies SET topic = topic WHERE false",
+    "DELETE FROM replies WHERE false",
 ])
 def test_worker_role_is_denied_ddl_and_deletes(worker_db, statement):
     with pytest.raises(ProgrammingError, match="(?i)permission denied|must be owner"):
@@ -29,4 +33,7 @@ def test_worker_role_can_do_its_job(worker_db):
         conn.execute(text("SELECT count(*) FROM jobs")).scalar_one()
         conn.execute(text("UPDATE jobs SET updated_at = updated_at WHERE false"))
         conn.execute(text("SELECT count(*) FROM models")).scalar_one()
+        conn.execute(text("SELECT id FROM replies WHERE false FOR UPDATE SKIP LOCKED")).all()
+        conn.execute(text("UPDATE replies SET sent_at = now(), attempts = attempts, "
+                          "next_at = next_at, error = error WHERE false"))
         assert conn.execute(text("SELECT current_user")).scalar_one() != "agentq_owner"

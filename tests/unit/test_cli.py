@@ -5,9 +5,9 @@ import pytest
 from cli import main as cli
 from cli import serve
 
-SUBCOMMANDS = {"produce", "bridge", "db", "models", "check", "status", "autoscale", "reaper",
-               "demo", "bench", "dlq"}
-BENCHMARKS = {"models", "e2e", "shm", "burst"}
+SUBCOMMANDS = {"produce", "submit", "result", "bridge", "db", "models", "check", "status",
+               "autoscale", "reaper", "relay", "dlq", "demo", "bench"}
+BENCHMARKS = {"models", "e2e", "roundtrip", "shm", "burst"}
 
 
 def _choices(parser) -> dict:

@@ -1,0 +1,188 @@
+"""Round-trip benchmark (`agentq bench roundtrip`): submit → result in hand, as an agent sees it.
+
+Starts a worker pool and a bridge (with its reply relay thread, or beside a stand-alone
+``agentq relay`` process: ``--relay process``), then for each offered load submits jobs
+through one ``JobClient`` at a steady rate and records, per job, when it was submitted and when
+its reply resolved the handle. Next to that it reads the ledger: produced → finished (what
+``agentq bench e2e`` reports), finished → reply sent (the relay), and so the reply path's own
+cost: round trip minus produced → finished. Loads are jobs/s (``--rates``) or fractions of a
+capacity (``--loads`` × ``--capacity``, default the drain rate in ``bench/results/e2e.json``).
+
+Writes ``bench/results/roundtrip.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from rich.console import Console
+from sqlalchemy import text
+
+from agentq.config import Settings
+from bench.e2e import isolated, make_jobs
+from ops.stack import Stack
+from producers.client import JobClient
+from producers.topics import delete_topics, ensure_topics
+from storage.db import make_engine
+from storage.registry import registered_names
+
+RESULTS = Path(__file__).resolve().parent / "results"
+console = Console(stderr=True)
+
+LEDGER_SQL = text("""
+SELECT j.job_id::text, extract(epoch FROM j.produced_at) AS produced,
+       extract(epoch FROM j.finished_at) AS finished, extract(epoch FROM r.sent_at) AS sent
+FROM jobs j LEFT JOIN replies r ON r.job_id = j.job_id
+WHERE j.job_id = ANY(CAST(:ids AS uuid[])) AND j.status = 'succeeded'
+""")
+
+
+def _pct(values: list[float]) -> dict[str, float | None]:
+    if not values:
+        return {"p50_ms": None, "p95_ms": None, "p99_ms": None}
+    p50, p95, p99 = np.percentile(np.asarray(values) * 1000, [50, 95, 99])
+    return {"p50_ms": round(float(p50), 1), "p95_ms": round(float(p95), 1),
+            "p99_ms": round(float(p99), 1)}
+
+
+def one_load(client: JobClient, db: Any, model: str, rate: float, load_s: float,
+             seed: int) -> dict[str, Any]:
+    jobs = make_jobs(model, max(20, int(rate * load_s)), seed)
+    submitted: dict[str, float] = {}
+    arrived: dict[str, float] = {}
+    handles = []
+    t0 = time.perf_counter()
+    for i, job in enumerate(jobs):
+        ahead = i / rate - (time.perf_counter() - t0)
+        if ahead > 0:
+            time.sleep(ahead)
+        submitted[job.job_id] = time.time()
+        h = client.submit(job)
+        h.add_done_callback(lambda h: arrived.__setitem__(h.job_id, time.time()))
+        handles.append(h)
+    offered = len(jobs) / (time.perf_counter() - t0)
+    results = client.wait(handles, timeout=120)
+    with db.connect() as conn:
+        rows = conn.execute(LEDGER_SQL, {"ids": list(submitted)}).all()
+    ok = [r for r in rows if r.sent is not None]
+    rt = [arrived[r.job_id] - submitted[r.job_id] for r in ok]
+    ledger = [float(r.finished - r.produced) for r in ok]
+    relay = [float(r.sent - r.finished) for r in ok]
+    reply_path = [arrived[r.job_id] - float(r.finished) for r in ok]
+    out: dict[str, Any] = {
+        "model": model, "target_jobs_per_s": rate, "offered_jobs_per_s": round(offered, 1),
+        "jobs": len(jobs), "succeeded": sum(r.ok for r in results),
+        "round_trip": _pct(rt), "produced_to_finished": _pct(ledger),
+        "finished_to_sent": _pct(relay), "finished_to_in_hand": _pct(reply_path)}
+    a, b = out["round_trip"]["p50_ms"], out["produced_to_finished"]["p50_ms"]
+    out["added_p50_ms"] = None if a is None or b is None else round(a - b, 1)
+    return out
+
+
+def run(settings: Settings, model: str, rates: list[float], load_s: float, workers: int,
+        seed: int, relay: str = "thread") -> list[dict[str, Any]]:
+    s, env = isolated(settings, "rt" + uuid.uuid4().hex[:6])
+    if relay == "process":
+        env["AGENTQ_REPLY_RELAY"] = "0"
+    ensure_topics(s.kafka)
+    db = make_engine(s.worker_database_url, pool_size=1, app_name="agentq-bench-roundtrip")
+    stack = Stack(env=env, log_dir=Path(tempfile.mkdtemp(prefix="agentq-roundtrip-")))
+    try:
+        stack.worker(concurrency=workers)
+        stack.bridge()
+        if relay == "process":
+            stack.start("relay", [sys.executable, "-m", "cli.main", "relay"])
+        with JobClient(s) as client:
+            client.wait(client.submit_many(make_jobs(model, 100, seed + 99)), timeout=120)
+            out = []
+            for k, rate in enumerate(rates):
+                console.print(f"{model}: {rate:.0f} jobs/s for {load_s:.0f} s, relay {relay}")
+                out.append({"relay": relay,
+                            **one_load(client, db, model, rate, load_s, seed + k)})
+                console.print_json(json.dumps(out[-1]))
+        return out
+    finally:
+        stack.stop_all()
+        db.dispose()
+        delete_topics(s.kafka, [s.kafka.jobs_topic, s.kafka.dlq_topic])
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--models", default="digits-mlp,minilm-l6")
+    p.add_argument("--rates", help="jobs/s: 50,200 or per model digits-mlp=50:200,minilm-l6=5:20"
+                   " (beats --loads)")
+    p.add_argument("--loads", default="0.25,0.5", help="fractions of --capacity")
+    p.add_argument("--capacity", help="model=jobs/s,… (default: drain rates of e2e.json)")
+    p.add_argument("--load-s", type=float, default=15.0, help="seconds per load")
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--relay", default="thread", help="thread (in the bridge), process "
+                   "(`agentq relay` beside a bridge without one), or both, comma-separated")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", type=Path, default=RESULTS / "roundtrip.json")
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("roundtrip", help="submit → result in hand latency at offered loads",
+                       description=__doc__,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(p)
+    p.set_defaults(run=command)
+
+
+def _capacities(arg: str | None) -> dict[str, float]:
+    if arg:
+        return {k: float(v) for k, v in (kv.split("=") for kv in arg.split(","))}
+    try:
+        e2e = json.loads((RESULTS / "e2e.json").read_text())
+        return {m: r["agentq"]["drain"]["jobs_per_s"] for m, r in e2e["models"].items()
+                if "agentq" in r}
+    except (OSError, KeyError, ValueError):
+        return {}
+
+
+def _rates(arg: str, model: str) -> list[float]:
+    """``50,200`` for every model, or ``digits-mlp=50:200,minilm-l6=5:20`` per model."""
+    if "=" not in arg:
+        return [float(r) for r in arg.split(",")]
+    per = dict(kv.split("=") for kv in arg.split(","))
+    return [float(r) for r in per.get(model, "").split(":") if r]
+
+
+def command(args: argparse.Namespace, settings: Settings) -> int:
+    db = make_engine(settings.worker_database_url, pool_size=1, app_name="agentq-bench-roundtrip")
+    with db.connect() as conn:
+        available = registered_names(conn)
+    db.dispose()
+    caps = _capacities(args.capacity)
+    res: dict[str, Any] = {"meta": {
+        "when": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
+        "machine": platform.platform(), "cpus": __import__("os").cpu_count(),
+        "workers": args.workers, "load_s": args.load_s, "capacity": caps}, "models": {}}
+    for model in args.models.split(","):
+        if model not in available:
+            console.print(f"[yellow]{model} is not registered; skipped")
+            continue
+        if args.rates:
+            rates = _rates(args.rates, model)
+            if not rates:
+                continue
+        elif model in caps:
+            rates = [round(float(f) * caps[model], 1) for f in args.loads.split(",")]
+        else:
+            console.print(f"[yellow]{model}: no capacity known (--capacity or --rates)")
+            continue
+        res["models"][model] = [row for relay in args.relay.split(",") for row in run(
+            settings, model, rates, args.load_s, args.workers, args.seed, relay)]
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(res, indent=2) + "\n")
+    console.print(f"wrote {args.out}")
+    return 0

@@ -1,0 +1,209 @@
+"""The reply relay: publishes the outbox (``replies``) to the reply topics, after commit.
+
+A job's outbox row is written by a trigger on ``jobs`` in the transaction that makes it
+terminal (migration 0003), whoever decided it: a bridge (rejects, expiries), a worker (results,
+failures), the reaper. So the reply exists exactly when the outcome is durable, and a process
+killed right after its commit loses nothing: its row waits in the outbox.
+
+One pass is one transaction: take up to ``relay_batch`` due rows (``FOR UPDATE SKIP LOCKED``,
+so any number of relays share the outbox), publish each event keyed by job_id with acks=all,
+mark the acknowledged rows sent and delay the rest with an exponential backoff (a topic that
+cannot be written never holds up the others), commit. A relay that dies between its publish
+and its commit leaves the rows unsent, so they are published again: at least once, and every
+copy has the same content (``producers.replies``).
+
+The trigger NOTIFYs ``agentq_replies`` (delivered on commit), so an idle relay wakes at once;
+it also polls every ``relay_poll_ms`` in case a notification is missed.
+
+Runs as a thread in every bridge (``AGENTQ_REPLY_RELAY``, on by default) and as
+``agentq relay`` on its own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+from kafka import KafkaProducer
+from sqlalchemy import Engine
+
+from agentq.config import Settings
+from agentq.failpoints import failpoint
+from agentq.log import get_logger
+from producers.replies import encode_event, reply_event
+from storage.db import transaction
+from storage.errors import StorageUnavailable
+from storage.replies import delay_replies, mark_sent, take_replies
+
+log = get_logger("agentq.relay")
+CHANNEL = "agentq_replies"
+
+
+@dataclass
+class RelayStats:
+    taken: int = 0
+    sent: int = 0
+    delayed: int = 0
+
+
+def reply_producer(settings: Settings) -> KafkaProducer:
+    """acks=all and a short metadata wait, so one unknown topic costs seconds, not minutes."""
+    return KafkaProducer(acks="all", linger_ms=1, retries=5, max_block_ms=5000,
+                         max_request_size=2 * 1024 * 1024, client_id="agentq-relay",
+                         **settings.kafka.client_options())
+
+
+class Relay:
+    def __init__(self, settings: Settings, db: Engine, producer: Any = None) -> None:
+        self.s = settings
+        self.db = db
+        self.producer = producer or reply_producer(settings)
+        self._listener: psycopg.Connection[Any] | None = None
+
+    def relay_once(self) -> RelayStats:
+        """One transaction: take due rows, publish them, mark them sent or delayed."""
+        r = self.s.replies
+        st = RelayStats()
+        with transaction(self.db) as conn:
+            rows = take_replies(conn, r.relay_batch)
+            if not rows:
+                return st
+            sent, failed = self._publish(rows)
+            failpoint("relay.before_mark")
+            mark_sent(conn, sent)
+            for error, ids in failed.items():
+                delay_replies(conn, ids, error, r.relay_backoff_cap_s)
+        st.taken, st.sent = len(rows), len(sent)
+        st.delayed = sum(len(ids) for ids in failed.values())
+        if st.delayed:
+            log.warning("replies_delayed", count=st.delayed, errors=sorted(failed)[:3])
+        log.debug("replies_relayed", count=st.sent)
+        return st
+
+    def _publish(self, rows: list[dict[str, Any]]) -> tuple[list[int], dict[str, list[int]]]:
+        """Send every row's event; returns (acknowledged ids, ids by error)."""
+        failed: dict[str, list[int]] = {}
+        bad_topics: dict[str, str] = {}  # a topic whose metadata timed out: skip it this pass
+        pending: list[tuple[int, Any]] = []
+        for row in rows:
+            topic = row["topic"]
+            if topic in bad_topics:
+                failed.setdefault(bad_topics[topic], []).append(row["reply_id"])
+                continue
+            try:
+                pending.append((row["reply_id"], self.producer.send(
+                    topic, key=row["job_id"].encode(), value=encode_event(reply_event(row)))))
+            except Exception as e:  # kafka-python raises KafkaError subclasses and ValueError
+                bad_topics[topic] = f"{topic}: {type(e).__name__}: {e}"[:300]
+                failed.setdefault(bad_topics[topic], []).append(row["reply_id"])
+        self.producer.flush(timeout=self.s.replies.relay_publish_timeout_s)
+        deadline = time.monotonic() + self.s.replies.relay_publish_timeout_s
+        sent: list[int] = []
+        for reply_id, future in pending:
+            try:
+                future.get(timeout=max(0.1, deadline - time.monotonic()))
+                sent.append(reply_id)
+            except Exception as e:  # not acknowledged: keep the row for a later pass
+                failed.setdefault(f"{type(e).__name__}: {e}"[:300], []).append(reply_id)
+        return sent, failed
+
+    # -- waiting ---------------------------------------------------------------------------
+    def _listen(self) -> psycopg.Connection[Any] | None:
+        if self._listener is None:
+            try:
+                url = self.db.url.set(drivername="postgresql").render_as_string(
+                    hide_password=False)
+                conn = psycopg.connect(url, autocommit=True, connect_timeout=5,
+                                       application_name="agentq-relay-listen")
+                conn.execute(f"LISTEN {CHANNEL}")
+                self._listener = conn
+            except psycopg.Error as e:  # polling still works; try again next time
+                log.warning("relay_listen_failed", error=str(e)[:200])
+        return self._listener
+
+    def wait(self, timeout_s: float) -> None:
+        """Until a NOTIFY from a commit with new outbox rows, or ``timeout_s``."""
+        conn = self._listen()
+        if conn is None:
+            time.sleep(timeout_s)
+            return
+        try:
+            for _ in conn.notifies(timeout=timeout_s, stop_after=1):
+                pass
+        except psycopg.Error as e:
+            log.warning("relay_listen_lost", error=str(e)[:200])
+            self._close_listener()
+            time.sleep(min(timeout_s, 1.0))
+
+    def run(self, stop: threading.Event) -> None:
+        r = self.s.replies
+        log.info("relay_started", batch=r.relay_batch, poll_ms=r.relay_poll_ms)
+        self._listen()  # before the first pass, so no commit after it goes unnoticed
+        delay = 0.1
+        while not stop.is_set():
+            try:
+                st = self.relay_once()
+                delay = 0.1
+                if st.taken < r.relay_batch:
+                    self.wait(r.relay_poll_ms / 1000)
+            except StorageUnavailable as e:
+                log.warning("relay_db_unavailable", error=str(e)[:200], delay_s=delay)
+                stop.wait(delay)
+                delay = min(delay * 2, 5.0)
+            except Exception as e:  # the relay must outlive any one bad pass
+                log.warning("relay_pass_failed", error=str(e)[:300], delay_s=delay)
+                stop.wait(delay)
+                delay = min(delay * 2, 5.0)
+        self.close()
+
+    def _close_listener(self) -> None:
+        if self._listener is not None:
+            try:
+                self._listener.close()
+            except psycopg.Error as e:  # closing a broken connection: nothing left to do
+                log.debug("relay_listen_close_failed", error=str(e)[:200])
+            self._listener = None
+
+    def close(self) -> None:
+        self._close_listener()
+        self.producer.close(timeout=5)
+        log.info("relay_stopped")
+
+
+def start_relay(settings: Settings, db: Engine, stop: threading.Event) -> threading.Thread | None:
+    """Run a relay thread next to the bridge (unless AGENTQ_REPLY_RELAY=0)."""
+    if not settings.replies.relay:
+        return None
+    t = threading.Thread(target=Relay(settings, db).run, args=(stop,), name="agentq-relay",
+                         daemon=True)
+    t.start()
+    return t
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("relay", help="publish result events from the reply outbox",
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--once", action="store_true", help="one pass, then exit")
+    p.set_defaults(run=command)
+
+
+def command(args: argparse.Namespace, settings: Settings) -> int:
+    from agentq.shutdown import stop_on_signals
+    from storage.db import make_engine
+
+    db = make_engine(settings.worker_database_url, pool_size=1, app_name="agentq-relay")
+    relay = Relay(settings, db)
+    try:
+        if args.once:
+            st = relay.relay_once()
+            print(f"taken={st.taken} sent={st.sent} delayed={st.delayed}")
+            relay.close()
+        else:
+            relay.run(stop_on_signals())
+    finally:
+        db.dispose()
+    return 0
