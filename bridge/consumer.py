@@ -43,6 +43,7 @@ from storage.errors import StorageUnavailable
 from storage.ledger import insert_jobs, queue_jobs
 from storage.registry import placements, registered_names
 from workers.batch import JobBatch
+from workers.queue_scan import jobs_in_queues
 from workers.queues import publish
 
 log = get_logger("agentq.bridge")
@@ -186,7 +187,9 @@ class Bridge:
 
         def durable() -> tuple[int, set[tuple[str, str]], list[tuple[dict[str, Any], str]]]:
             decided, refused = write_isolating(self._record, rows)  # on a dispatch thread
-            to_run = jobs.only(j for j, verdict in decided if verdict == "dispatch")
+            again = {j for j, verdict in decided if verdict == "redelivered"}
+            lost = again - self._still_waiting(again, queue)
+            to_run = jobs.only({j for j, verdict in decided if verdict == "dispatch"} | lost)
             if len(to_run):
                 self._retry_io(lambda: self.publish(to_run, queue), "celery_publish")
                 failpoint("bridge.after_publish")
@@ -221,6 +224,20 @@ class Bridge:
 
         self.dispatcher.submit(durable, completed)
 
+    def _still_waiting(self, job_ids: set[str], queue: str) -> set[str]:
+        """Of jobs redelivered by Kafka (this bridge's predecessor made them durable, then died
+        before its commit), those whose Celery message still waits: publishing them again would
+        run them twice. Read only after such a crash; when Redis cannot tell, none are published
+        (the reaper re-publishes the lost ones after their lease)."""
+        if not job_ids:
+            return set()
+        try:
+            waiting, too_long = jobs_in_queues(self.router.redis, [queue])
+        except Exception as e:  # Redis down: leave them to the reaper
+            log.warning("redelivery_check_failed", error=str(e)[:200])
+            return set(job_ids)
+        return set(job_ids) if too_long else job_ids & waiting
+
     def reply_topic(self, asked: str | None) -> str | None:
         """The job's own reply topic, else the default results topic (None: no reply)."""
         return asked or self.s.kafka.results_topic or None
@@ -230,7 +247,8 @@ class Bridge:
             with transaction(self.db) as conn:
                 q = queue_jobs(conn, rows)
             return ({(j, "dispatch") for j in q.dispatch} | {(j, "repeat") for j in q.repeats}
-                    | {(j, "conflict") for j in q.conflicts})
+                    | {(j, "conflict") for j in q.conflicts}
+                    | {(j, "redelivered") for j in q.redelivered})
 
         return self._retry_db(write)
 

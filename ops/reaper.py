@@ -33,7 +33,6 @@ from sqlalchemy import Engine
 
 from agentq.config import Settings
 from agentq.log import get_logger
-from ops.queue_scan import consumed_queues, jobs_in_queues
 from producers.contract import RejectReason
 from producers.dlq import dead_letter_and_mark
 from storage.db import connection, transaction
@@ -42,6 +41,7 @@ from storage.ledger import expire_jobs, fail_jobs, move_jobs, owed_dead_letters,
 from storage.queries import stuck_queues
 from storage.schema import JobStatus
 from workers.batch import JobBatch
+from workers.queue_scan import consumed_queues, jobs_in_queues
 from workers.queues import publish, queue_names
 
 log = get_logger("agentq.reaper")

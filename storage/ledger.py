@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -147,9 +147,10 @@ def _replay(conn: Connection, rows: Sequence[Mapping[str, Any]]) -> set[str]:
 class Queued:
     """What ``queue_jobs`` decided for a batch's rows."""
 
-    dispatch: set[str]  # new jobs, and jobs of a redelivered record still queued
+    dispatch: set[str]  # new jobs (and replays)
     repeats: set[str]  # the same job sent again with the same content: collapsed
     conflicts: set[str]  # the job_id is taken by other content: refuse the record
+    redelivered: set[str] = field(default_factory=set)  # same record, job still queued
 
 
 def queue_jobs(conn: Connection, rows: Sequence[Mapping[str, Any]]) -> Queued:
@@ -170,7 +171,7 @@ def queue_jobs(conn: Connection, rows: Sequence[Mapping[str, Any]]) -> Queued:
     again = [r for r in queued if r["job_id"] not in new]
     if not again:
         return Queued(new, set(), set())
-    dispatch, repeats, conflicts = set(new), set[str](), set[str]()
+    dispatch, repeats, conflicts, redelivered = set(new), set[str](), set[str](), set[str]()
     params = {name: _column(again, name) for name in ("job_id", "source_topic",
                                                       "source_partition", "source_offset",
                                                       "model", "tenant", "input", "meta",
@@ -183,12 +184,12 @@ def queue_jobs(conn: Connection, rows: Sequence[Mapping[str, Any]]) -> Queued:
         "deadlines": params["deadline_at"], "queued": JobStatus.QUEUED.value})
     for job_id, same_record, still_queued, same_content in found:
         if same_record:
-            (dispatch if still_queued else repeats).add(job_id)
+            (redelivered if still_queued else repeats).add(job_id)
         elif same_content:
             repeats.add(job_id)
         else:
             conflicts.add(job_id)
-    return Queued(dispatch, repeats, conflicts)
+    return Queued(dispatch, repeats, conflicts, redelivered)
 
 
 @dataclass(frozen=True)

@@ -33,8 +33,9 @@ TIMESTAMPS = [None, None, None, 1, 0, 253402300799999, 253402300800000, (1 << 62
 
 
 def base_message(model: str, rng: random.Random, pixels: list[list[float]]) -> dict[str, Any]:
-    msg: dict[str, Any] = {"v": 1, "job_id": str(uuid.UUID(int=rng.getrandbits(128), version=4)),
-                           "model": model}
+    # Fresh job_ids every run (the mutations stay seeded): a job_id seen by an earlier run on the
+    # same ledger would collapse into that run's job.
+    msg: dict[str, Any] = {"v": 1, "job_id": str(uuid.uuid4()), "model": model}
     if model == "digits-mlp":
         msg["input"] = {"pixels": pixels[rng.randrange(len(pixels))]}
     else:

@@ -96,12 +96,27 @@ class Verdict:
     results: int = 0
     recovered_s: float = 0.0
     reasons: Counter = field(default_factory=Counter)
+    executions: Counter = field(default_factory=Counter)  # attempts -> jobs
+
+
+def assert_in_flight(db: Any, topic: str, total: int) -> int:
+    """Work is in flight right now (fewer than ``total`` jobs of the topic are terminal), so a
+    fault injected next hits it; returns how many are unfinished."""
+    with db.connect() as conn:
+        done = conn.execute(text(
+            "SELECT count(*) FROM jobs WHERE source_topic = :t AND status IN "
+            "('succeeded', 'failed', 'rejected', 'expired')"), {"t": topic}).scalar_one()
+    unfinished = total - int(done)
+    assert unfinished > 0, f"no work in flight: all {total} jobs are already terminal"
+    return unfinished
 
 
 def check_invariants(db: Any, topic: str, job_ids: Sequence[str], expect_records: int,
-                     timeout_s: float = 180.0) -> Verdict:
+                     timeout_s: float = 180.0, max_executions: int = 1) -> Verdict:
     """Every produced job ends in exactly one terminal ledger row, no job_id has two result
-    rows, a result exists exactly for the succeeded jobs, and all of it within ``timeout_s``.
+    rows, a result exists exactly for the succeeded jobs, inference ran at most
+    ``max_executions`` times for any job (its attempts: 1 unless the fault could make a batch run
+    again), and all of it within ``timeout_s``.
 
     ``expect_records``: distinct ledger rows the topic must produce (jobs plus records without a
     usable job_id; a duplicated job_id counts once).
@@ -143,6 +158,13 @@ def check_invariants(db: Any, topic: str, job_ids: Sequence[str], expect_records
     assert all(r[2] for r in res), "a result row for a job that is not succeeded"
     v.results = len(res)
     assert v.results == v.statuses["succeeded"], (v.results, v.statuses)
+    with db.connect() as conn:
+        executions = conn.execute(text(
+            "SELECT attempts, count(*) FROM jobs WHERE job_id = ANY(CAST(:ids AS uuid[])) "
+            "GROUP BY 1"), {"ids": all_ids}).all()
+    v.executions = Counter({int(a): int(n) for a, n in executions})
+    assert max(v.executions, default=0) <= max_executions, (
+        f"a job ran {max(v.executions)} times (bound {max_executions}): {dict(v.executions)}")
     return v
 
 
@@ -166,3 +188,21 @@ def dlq_reasons(settings: Settings, min_count: int, timeout_s: float = 30.0) -> 
 
 def marker() -> str:
     return f"POISON-{uuid.uuid4().hex[:12]}"
+
+
+def cut_tcp_connections(pid: int, port: int) -> int:
+    """Abort every established TCP connection of process ``pid`` to ``port`` (``ss -K``, as a
+    dropped network path would: the process sees its live connections die, not only a refused
+    new one). Returns how many were cut."""
+    out = subprocess.run(["ss", "-tnpH", "state", "established", f"( dport = :{port} )"],
+                         capture_output=True, text=True, check=True).stdout
+    cut = 0
+    for line in out.splitlines():
+        if f"pid={pid}," not in line:
+            continue
+        local = line.split()[2]
+        sport = local.rsplit(":", 1)[1]
+        subprocess.run(["ss", "-K", "dport", "=", str(port), "sport", "=", sport],
+                       capture_output=True, check=False)
+        cut += 1
+    return cut

@@ -41,7 +41,7 @@ def test_poison_job_that_raises_is_retried_then_fails_alone_with_a_dlq_copy(faul
     jobs = good[:60] + poison[:1] + good[60:] + poison[1:]
     produce(s, jobs)
     v = check_invariants(worker_db, s.kafka.jobs_topic, [j.job_id for j in jobs], len(jobs),
-                         timeout_s=150)
+                         timeout_s=150, max_executions=3)
     # then only the poison jobs fail, after max_attempts (3) tries, with the error kept,
     assert v.statuses == {"succeeded": len(good), "failed": 2}, faulty.logs()
     rows = _rows(worker_db, [j.job_id for j in poison])
@@ -65,7 +65,7 @@ def test_poison_job_that_kills_its_worker_fails_after_max_attempts(faulty, worke
     # when the poison job arrives among good ones,
     produce(s, jobs)
     v = check_invariants(worker_db, s.kafka.jobs_topic, [j.job_id for j in jobs], len(jobs),
-                         timeout_s=180)
+                         timeout_s=180, max_executions=3)
     # then it does not loop forever: it ends failed (WORKER_CRASHED) after 3 attempts, every
     # good job succeeds, and the poison job has a DLQ copy.
     assert v.statuses == {"succeeded": len(good), "failed": 1}, faulty.logs()

@@ -10,7 +10,13 @@ import time
 import pytest
 from sqlalchemy import text
 
-from tests.faults.harness import check_invariants, digits_jobs, produce
+from tests.faults.harness import (
+    assert_in_flight,
+    check_invariants,
+    cut_tcp_connections,
+    digits_jobs,
+    produce,
+)
 from tests.faults.proxy import Proxy
 from tests.support import wait_for
 
@@ -57,6 +63,7 @@ def test_delay_blackhole_and_reset_towards_a_service_lose_no_job(
                               daemon=True)
     stream.start()
     wait_for(lambda: _succeeded(worker_db, s.kafka.jobs_topic) >= 20, 90, what="some progress")
+    assert_in_flight(worker_db, s.kafka.jobs_topic, len(jobs))
     # when the link gets 300 ms of latency, then a 6 s partition, then every connection reset,
     try:
         proxy.set("delay", delay_ms=300)
@@ -70,7 +77,7 @@ def test_delay_blackhole_and_reset_towards_a_service_lose_no_job(
     stream.join(120)
     # then every job ends exactly once and all succeed.
     v = check_invariants(worker_db, s.kafka.jobs_topic, [j.job_id for j in jobs], len(jobs),
-                         timeout_s=180)
+                         timeout_s=180, max_executions=2)
     assert v.statuses == {"succeeded": len(jobs)}, faulty.logs()
     assert proxy.connections > 0
 
@@ -89,6 +96,7 @@ def test_kafka_bootstrap_delay_and_reset_lose_no_job(faulty, worker_db, services
         produce(s, jobs[:80])
         wait_for(lambda: _succeeded(worker_db, s.kafka.jobs_topic) >= 20, 90,
                  what="some progress")
+        assert_in_flight(worker_db, s.kafka.jobs_topic, len(jobs))
         # when the bootstrap connections are reset mid-stream,
         proxy.set("reset")
         produce(s, jobs[80:])
@@ -96,8 +104,35 @@ def test_kafka_bootstrap_delay_and_reset_lose_no_job(faulty, worker_db, services
         proxy.set("pass")
         # then every job ends exactly once.
         v = check_invariants(worker_db, s.kafka.jobs_topic, [j.job_id for j in jobs],
-                             len(jobs), timeout_s=150)
+                             len(jobs), timeout_s=150, max_executions=2)
         assert v.statuses == {"succeeded": len(jobs)}, faulty.logs()
         assert proxy.connections > 0
     finally:
         proxy.stop()
+
+
+def test_live_kafka_connections_of_the_bridge_cut_mid_stream_lose_and_repeat_no_job(
+        faulty, worker_db):
+    # Given a bridge and a worker with jobs flowing,
+    s = faulty.settings
+    faulty.worker(concurrency=2)
+    bridge = faulty.bridge("--max-batch", "8")
+    jobs = digits_jobs(300)
+    produce(s, jobs[:150], pace_s=0.02)
+    wait_for(lambda: _succeeded(worker_db, s.kafka.jobs_topic) >= 20, 90, what="some progress")
+    assert_in_flight(worker_db, s.kafka.jobs_topic, len(jobs))
+    # when every live connection of the bridge to the broker is aborted, three times, while
+    # more jobs arrive (not only the bootstrap connection: the fetch, coordinator and producer
+    # connections to the advertised address die too),
+    port = int(s.kafka.bootstrap_servers.split(",")[0].rsplit(":", 1)[1])
+    cuts = []
+    for i in range(3):
+        cuts.append(cut_tcp_connections(bridge.popen.pid, port))
+        produce(s, jobs[150 + 50 * i:200 + 50 * i])
+        time.sleep(2)  # a fault schedule, not a synchronisation: the next cut comes 2 s later
+    # then the cuts hit live connections, every job ends exactly once, and none ran twice.
+    assert all(n > 0 for n in cuts), cuts
+    v = check_invariants(worker_db, s.kafka.jobs_topic, [j.job_id for j in jobs], len(jobs),
+                         timeout_s=180, max_executions=1)
+    assert v.statuses == {"succeeded": len(jobs)}, faulty.logs()
+    assert bridge.alive(), faulty.logs()

@@ -10,7 +10,7 @@ import time
 import pytest
 from sqlalchemy import text
 
-from tests.faults.harness import check_invariants, digits_jobs, produce
+from tests.faults.harness import assert_in_flight, check_invariants, digits_jobs, produce
 from tests.support import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
@@ -57,7 +57,7 @@ def test_worker_pool_process_killed_mid_inference_loses_no_job(faulty, worker_db
     # when jobs flow,
     produce(s, jobs)
     v = check_invariants(worker_db, s.kafka.jobs_topic, [j.job_id for j in jobs], len(jobs),
-                         timeout_s=150)
+                         timeout_s=150, max_executions=2)
     # then the batch that was running is redelivered and every job succeeds, the jobs of the
     # killed batch with one more attempt each.
     fired = faulty.env["AGENTQ_FAILPOINT_ONCE_DIR"] + "/worker.mid_inference.fired"
@@ -76,6 +76,7 @@ def test_sigterm_stops_bridge_and_worker_cleanly_and_a_restart_finishes_the_rest
     jobs = digits_jobs(200)
     produce(s, jobs[:100])
     wait_for(lambda: _succeeded(worker_db, s.kafka.jobs_topic) >= 20, 90, what="some progress")
+    assert_in_flight(worker_db, s.kafka.jobs_topic, len(jobs))
     # when both get SIGTERM mid-stream,
     bridge.signal(signal.SIGTERM)
     worker.signal(signal.SIGTERM)
@@ -108,7 +109,7 @@ def test_worker_main_process_killed_jobs_are_recovered(faulty, worker_db):
     # visibility timeout or the reaper's lease) and every job ends exactly once.
     faulty.worker(concurrency=2)
     v = check_invariants(worker_db, s.kafka.jobs_topic, [j.job_id for j in jobs], len(jobs),
-                         timeout_s=180)
+                         timeout_s=180, max_executions=2)
     assert v.statuses == {"succeeded": len(jobs)}, faulty.logs()
 
 
@@ -121,6 +122,7 @@ def test_bridge_stopped_longer_than_session_timeout_then_continued(faulty, worke
     jobs = digits_jobs(300)
     produce(s, jobs[:100])
     wait_for(lambda: _succeeded(worker_db, s.kafka.jobs_topic) >= 20, 90, what="some progress")
+    assert_in_flight(worker_db, s.kafka.jobs_topic, len(jobs))
     # when one is SIGSTOPped for 3x the session timeout while more jobs arrive, then continued,
     frozen.signal(signal.SIGSTOP)
     try:
