@@ -35,19 +35,19 @@ export AGENTQ_WORKER_PASSWORD="${AGENTQ_WORKER_PASSWORD:-agentq_worker}"
 export AGENTQ_DATABASE_URL="${AGENTQ_DATABASE_URL:-postgresql+psycopg://agentq_owner:${AGENTQ_OWNER_PASSWORD}@127.0.0.1:${AGENTQ_PG_PORT}/agentq}"
 export AGENTQ_WORKER_DATABASE_URL="${AGENTQ_WORKER_DATABASE_URL:-postgresql+psycopg://agentq_worker:${AGENTQ_WORKER_PASSWORD}@127.0.0.1:${AGENTQ_PG_PORT}/agentq}"
 
-# Virtualenv keyed by a hash of the dependency spec (dependencies + optional extras of
-# pyproject.toml), shared by CI and repeated runs; other pyproject edits keep the venv.
+# Extras the local venv gets on top of the runtime: everything, so the demo and the tests run
+# on a fresh machine. AGENTQ_EXTRAS="" builds a runtime-only venv (bridge, workers, producers).
+export AGENTQ_EXTRAS="${AGENTQ_EXTRAS-build,bench,dev}"
+
+# Virtualenv keyed by a hash of what it installs: uv.lock (the one lock, scripts/locked.py),
+# the extras and the Python version. Shared by CI and repeated runs; other edits keep the venv.
 if [ -z "${AGENTQ_VENV:-}" ]; then
-  _agentq_hash="$(python3 - "$AGENTQ_REPO/pyproject.toml" <<'PY'
-import hashlib, json, sys, tomllib
-with open(sys.argv[1], "rb") as f:
-    doc = tomllib.load(f)
-project = doc["project"]
-spec = {"deps": project.get("dependencies", []),
-        "extras": project.get("optional-dependencies", {}),
-        "no_deps": doc.get("tool", {}).get("agentq", {}).get("no-deps", []),
-        "python": sys.version_info[:2]}
-print(hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:12])
+  _agentq_hash="$(python3 - "$AGENTQ_REPO/uv.lock" "$AGENTQ_EXTRAS" <<'PY'
+import hashlib, sys
+h = hashlib.sha256(open(sys.argv[1], "rb").read())
+extras = sorted(x for x in sys.argv[2].replace(" ", ",").split(",") if x)
+h.update(repr((extras, sys.version_info[:2])).encode())
+print(h.hexdigest()[:12])
 PY
 )"
   AGENTQ_VENV="$AGENTQ_HOME/venv-$_agentq_hash"
