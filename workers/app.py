@@ -97,6 +97,8 @@ _setup(app, Settings())
 @app.on_configure.connect
 def _configure_from_env(sender: Celery, **_: Any) -> None:
     settings = Settings.from_env()
+    # Before Celery's own start-up checks warn (e.g. running as root), so those are JSON too.
+    configure_logging(settings.log_level, settings.log_json)
     sender.agentq_settings = settings  # type: ignore[attr-defined]
     sender.config_from_object(celery_config(settings))
 
