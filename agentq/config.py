@@ -165,6 +165,7 @@ class Settings:
         "postgresql+psycopg://agentq_worker:agentq_worker@127.0.0.1:55432/agentq"
     )
     queue_prefix: str = ""  # Celery queues are <prefix>cpu and <prefix>gpu
+    task_events: bool = True  # Celery task events (Flower, `celery events`); AGENTQ_TASK_EVENTS
     log_level: str = "INFO"
     log_json: bool | None = None  # None (AGENTQ_LOG_JSON unset): JSON lines unless stderr is a TTY
 
@@ -202,6 +203,7 @@ class Settings:
             database_url=e.get("AGENTQ_DATABASE_URL", base.database_url),
             worker_database_url=e.get("AGENTQ_WORKER_DATABASE_URL", base.worker_database_url),
             queue_prefix=e.get("AGENTQ_QUEUE_PREFIX", base.queue_prefix),
+            task_events=_flag(e.get("AGENTQ_TASK_EVENTS")) is not False,
             log_level=e.get("AGENTQ_LOG_LEVEL", base.log_level),
             log_json=_flag(e.get("AGENTQ_LOG_JSON")),
         )
