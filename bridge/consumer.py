@@ -118,6 +118,8 @@ class Bridge:
         self.paused = False
         self.stats = {"received": 0, "dispatched": 0, "rejected": 0, "batches": 0,
                       "duplicates": 0}
+        self._next_offset: dict[TopicPartition, int] = {}  # after the last record received
+        self._lag_at = 0.0
         k = settings.kafka
         self.consumer = consumer or KafkaConsumer(
             group_id=k.group_id, enable_auto_commit=False, auto_offset_reset="earliest",
@@ -140,6 +142,9 @@ class Bridge:
         self.flush_all()
         self.commit(force=True)
         self.tracker.revoke(partitions)
+        for tp in partitions:
+            self._next_offset.pop(tp, None)
+        metrics.bridge_lag_forget([(tp.topic, tp.partition) for tp in partitions])
         log.info("partitions_revoked", partitions=[p.partition for p in partitions])
 
     # -- main loop -------------------------------------------------------------------------
@@ -170,6 +175,7 @@ class Bridge:
         self.dispatcher.harvest()
         self.flush_rejects()
         self.commit()
+        self.export_lag()
 
     def window_ms(self) -> float:
         """``max_wait_ms``, or up to ``busy_wait_ms`` while batches already wait in the Celery
@@ -183,6 +189,7 @@ class Bridge:
     def _accept(self, tp: TopicPartition, r: Any, now_ms: float) -> None:
         self.stats["received"] += 1
         ticket = self.tracker.received(tp, r.offset)
+        self._next_offset[tp] = r.offset + 1
         produced = r.timestamp if r.timestamp and r.timestamp > 0 else None
         res = parse_record(r.value, self.s.limits, self.known_models, int(now_ms))
         if isinstance(res, Rejection):
@@ -223,11 +230,13 @@ class Bridge:
             jobs.add(it.job, topic=it.topic, partition=it.partition, offset=it.offset,
                      produced_ms=it.produced_ms, received_ms=it.received_ms)
         rows = jobs.ledger_rows(queue, now_ms)
+        published: dict[str, float] = {}
 
         def durable() -> int:  # on a dispatch thread: no tracker, no stats here
             to_run = jobs.only(self._retry_db(lambda: self._record(rows)))
             if len(to_run):
                 self._retry_io(lambda: self.publish(to_run, queue), "celery_publish")
+                published["ms"] = time.time() * 1000
                 failpoint("bridge.after_publish")
             return len(to_run)
 
@@ -237,7 +246,9 @@ class Bridge:
                 self.stats["dispatched"] += sent
                 self.stats["batches"] += 1
                 self.inflight.dispatched(sent)
-                metrics.batch_dispatched(batch.model, sent)
+                metrics.batch_dispatched(batch.model, sent, queue,
+                                         [it.produced_ms for it in live],
+                                         [it.received_ms for it in live], published.get("ms"))
                 log.debug("batch_dispatched", batch_id=jobs.batch_id, model=batch.model,
                           batch_size=sent, queue=queue)
             for it in live + repeats:
@@ -272,6 +283,14 @@ class Bridge:
         for r in rejects:
             self.tracker.done(r.ticket)
         self.stats["rejected"] += len(rejects)
+        counts: dict[tuple[str, str, str], int] = {}
+        for r in rejects:
+            status = JobStatus.EXPIRED if r.rejection.reason == RejectReason.EXPIRED \
+                else JobStatus.REJECTED
+            key = (r.model if r.model in self.known_models else "?", status.value,
+                   r.rejection.reason.value)
+            counts[key] = counts.get(key, 0) + 1
+        metrics.jobs_rejected(counts)
         log.info("records_rejected", count=len(rejects),
                  reasons=sorted({r.rejection.reason.value for r in rejects}))
 
@@ -315,6 +334,22 @@ class Bridge:
             self.consumer.resume(*assigned)
             self.paused = False
             log.info("partitions_resumed", queue_depth=depth)
+
+    def export_lag(self, every_s: float = 5.0) -> None:
+        """``agentq_bridge_lag_records``: log end minus the next offset this bridge will read,
+        per partition it owns (one ListOffsets round trip every ``every_s``; a side concern)."""
+        now = time.monotonic()
+        if now - self._lag_at < every_s or not self._next_offset:
+            return
+        self._lag_at = now
+        owned = [tp for tp in self.consumer.assignment() if tp in self._next_offset]
+        try:
+            ends = self.consumer.end_offsets(owned, timeout_ms=1000) if owned else {}
+        except Exception as e:  # a lag reading must never stop the bridge
+            log.warning("lag_read_failed", error=str(e)[:200])
+            return
+        metrics.bridge_lag({(tp.topic, tp.partition): max(0, end - self._next_offset[tp])
+                            for tp, end in ends.items() if end is not None})
 
     def _refresh_models(self) -> None:
         if time.monotonic() - self._models_checked < 10 and self.known_models:

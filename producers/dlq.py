@@ -9,6 +9,7 @@ from typing import Any
 
 from kafka import KafkaProducer
 
+from agentq import metrics
 from agentq.config import KafkaSettings
 from agentq.log import get_logger
 from producers.contract import JobMessage
@@ -39,9 +40,11 @@ class DeadLetters:
     def send(self, value: bytes | None, reason: str, detail: str, *, topic: str | None = None,
              partition: int | None = None, offset: int | None = None,
              job_id: str | None = None, key: bytes | None = None) -> Any:
-        return self.producer.send(self.topic, value=value or b"", key=key,
-                                  headers=dlq_headers(reason, detail, topic, partition, offset,
-                                                      job_id))
+        future = self.producer.send(self.topic, value=value or b"", key=key,
+                                    headers=dlq_headers(reason, detail, topic, partition, offset,
+                                                        job_id))
+        metrics.dlq_sent(reason)
+        return future
 
     def flush(self, timeout_s: float = 30.0) -> None:
         self.producer.flush(timeout=timeout_s)

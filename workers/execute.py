@@ -47,6 +47,7 @@ class BatchOutcome:
     expired: int = 0
     skipped: int = 0  # already terminal: a duplicate delivery
     infer_ms: float = 0.0
+    finished_ids: list[str] = field(default_factory=list)  # results written (for latency)
     failures: list[tuple[str, str, str]] = field(default_factory=list)
     retry: dict[str, int] = field(default_factory=dict)  # job_id -> attempts, to run again
 
@@ -115,7 +116,7 @@ def execute_batch(ctx: Any, batch: JobBatch) -> BatchOutcome:
     for i in run:
         if claimed[batch.job_ids[i]].suspect:
             _run_alone(ctx, batch.take([i]), out)
-    metrics.after_batch(batch.model, out)
+    metrics.after_batch(batch.model, out, batch, now_ms, time.time() * 1000)
     return out
 
 
@@ -165,6 +166,7 @@ def _run(ctx: Any, run: JobBatch, attempts: dict[str, int], out: BatchOutcome) -
     finished = utcnow()
     with transaction(ctx.db) as conn:
         out.succeeded += finish_jobs(conn, rows, finished)
+        out.finished_ids += [r["job_id"] for r in rows]
         failed = fail_jobs(conn, [(run.job_ids[i], reason, m) for i, m in sorted(final.items())],
                            finished)
         requeue_jobs(conn, [(run.job_ids[i], reason, m) for i, m in sorted(retry.items())])
