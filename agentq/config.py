@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote, urlsplit, urlunsplit
 
 _SECRET_IN_URL = re.compile(r"(//[^:/@]*:)([^@]+)(@)")
 
@@ -43,7 +44,14 @@ class KafkaSettings:
     jobs_topic: str = "agentq.jobs"
     dlq_topic: str = "agentq.jobs.dlq"
     group_id: str = "agentq-bridge"
-    jobs_partitions: int = 4
+    # Topics as `agentq topics create` (and the bridge, at start) creates them. On a real cluster
+    # set AGENTQ_KAFKA_REPLICATION_FACTOR=3 and AGENTQ_KAFKA_MIN_INSYNC_REPLICAS=2.
+    jobs_partitions: int = 4  # the bridges' parallelism: at most one bridge per partition
+    dlq_partitions: int = 1
+    replication_factor: int = 1  # one broker locally and in compose
+    min_insync_replicas: int = 0  # 0: the broker's default
+    jobs_retention_ms: int = 7 * 24 * 3600 * 1000  # a week of backlog survives an outage
+    dlq_retention_ms: int = 30 * 24 * 3600 * 1000  # dead letters are kept for inspection
     security_protocol: str = "PLAINTEXT"
     sasl_mechanism: str | None = None
     sasl_username: str | None = None
@@ -186,9 +194,8 @@ class Settings:
             worker = replace(worker, models_dir=Path(e["AGENTQ_MODELS_DIR"]))
         elif "AGENTQ_HOME" in e and "AGENTQ_WORKER_MODELS_DIR" not in e:
             worker = replace(worker, models_dir=Path(e["AGENTQ_HOME"]) / "models")
-        redis_url = e.get("AGENTQ_REDIS_URL", base.redis_url)
-        if e.get("AGENTQ_REDIS_PASSWORD") and "@" not in redis_url:
-            redis_url = redis_url.replace("redis://", f"redis://:{e['AGENTQ_REDIS_PASSWORD']}@", 1)
+        redis_url = with_password(e.get("AGENTQ_REDIS_URL", base.redis_url),
+                                  e.get("AGENTQ_REDIS_PASSWORD"))
         return replace(
             base,
             kafka=kafka,
@@ -207,6 +214,17 @@ class Settings:
             log_level=e.get("AGENTQ_LOG_LEVEL", base.log_level),
             log_json=_flag(e.get("AGENTQ_LOG_JSON")),
         )
+
+
+def with_password(url: str, password: str | None) -> str:
+    """``url`` with ``password`` as its userinfo, URL-escaped (``@``, ``/``, ``:``, ``%`` and the
+    rest), unless the URL already carries credentials; redis-py and kombu unescape it."""
+    if not password:
+        return url
+    parts = urlsplit(url)
+    if "@" in parts.netloc:
+        return url
+    return urlunsplit(parts._replace(netloc=f":{quote(password, safe='')}@{parts.netloc}"))
 
 
 def _by_model(env: Mapping[str, str], prefix: str) -> dict[str, str]:

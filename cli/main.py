@@ -12,13 +12,14 @@ import sys
 
 from agentq.config import Settings
 from agentq.log import configure_logging
-from cli import bench, check, db, demo, serve
+from cli import bench, check, db, demo, serve, topics
 from models import cli as models_cli
 from ops import autoscale, reaper, status
 from producers import cli as producers_cli
 
 # The order is the order of `agentq --help`.
-COMMANDS = (producers_cli, serve, db, models_cli, check, status, autoscale, reaper, demo, bench)
+COMMANDS = (producers_cli, serve, topics, db, models_cli, check, status, autoscale, reaper, demo,
+            bench)
 
 
 def build_parser() -> argparse.ArgumentParser:

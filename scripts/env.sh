@@ -15,16 +15,10 @@ export AGENTQ_KAFKA_BOOTSTRAP="${AGENTQ_KAFKA_BOOTSTRAP:-127.0.0.1:19092}"
 export AGENTQ_KAFKA_CONTROLLER="${AGENTQ_KAFKA_CONTROLLER:-127.0.0.1:19093}"
 export AGENTQ_KAFKA_VERSION="${AGENTQ_KAFKA_VERSION:-4.1.1}"
 
-# Redis (Celery broker). Password optional; when set it goes into the URL.
+# Redis (Celery broker). Password optional: AGENTQ_REDIS_PASSWORD stays out of the URL here;
+# agentq (Settings.from_env) puts it in URL-escaped, so any character works.
 export AGENTQ_REDIS_PORT="${AGENTQ_REDIS_PORT:-16379}"
-if [ -z "${AGENTQ_REDIS_URL:-}" ]; then
-  if [ -n "${AGENTQ_REDIS_PASSWORD:-}" ]; then
-    AGENTQ_REDIS_URL="redis://:${AGENTQ_REDIS_PASSWORD}@127.0.0.1:${AGENTQ_REDIS_PORT}/0"
-  else
-    AGENTQ_REDIS_URL="redis://127.0.0.1:${AGENTQ_REDIS_PORT}/0"
-  fi
-fi
-export AGENTQ_REDIS_URL
+export AGENTQ_REDIS_URL="${AGENTQ_REDIS_URL:-redis://127.0.0.1:${AGENTQ_REDIS_PORT}/0}"
 
 # PostgreSQL. Owner role runs migrations and model registration; the worker
 # role (least privilege, rights granted by the migrations) is used by the
@@ -32,6 +26,8 @@ export AGENTQ_REDIS_URL
 export AGENTQ_PG_PORT="${AGENTQ_PG_PORT:-55432}"
 export AGENTQ_OWNER_PASSWORD="${AGENTQ_OWNER_PASSWORD:-agentq_owner}"
 export AGENTQ_WORKER_PASSWORD="${AGENTQ_WORKER_PASSWORD:-agentq_worker}"
+# Read-only role for analysts (the SQL cookbook); rights granted by migration 0003.
+export AGENTQ_ANALYST_PASSWORD="${AGENTQ_ANALYST_PASSWORD:-agentq_analyst}"
 export AGENTQ_DATABASE_URL="${AGENTQ_DATABASE_URL:-postgresql+psycopg://agentq_owner:${AGENTQ_OWNER_PASSWORD}@127.0.0.1:${AGENTQ_PG_PORT}/agentq}"
 export AGENTQ_WORKER_DATABASE_URL="${AGENTQ_WORKER_DATABASE_URL:-postgresql+psycopg://agentq_worker:${AGENTQ_WORKER_PASSWORD}@127.0.0.1:${AGENTQ_PG_PORT}/agentq}"
 

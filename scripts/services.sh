@@ -379,14 +379,19 @@ pg_provision() {  # roles, database, schema rights; passwords go over stdin only
   as_pg "$bin/psql" -X -q -h "$PG_RUN" -p "$PG_PORT" -U "$(pg_user)" -d postgres -v ON_ERROR_STOP=1 >/dev/null <<SQL
 \set owner_pw '$(printf '%s' "$AGENTQ_OWNER_PASSWORD" | sed "s/'/''/g")'
 \set worker_pw '$(printf '%s' "$AGENTQ_WORKER_PASSWORD" | sed "s/'/''/g")'
+\set analyst_pw '$(printf '%s' "$AGENTQ_ANALYST_PASSWORD" | sed "s/'/''/g")'
 SELECT 'CREATE ROLE agentq_owner LOGIN' WHERE NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'agentq_owner') \gexec
 SELECT 'CREATE ROLE agentq_worker LOGIN' WHERE NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'agentq_worker') \gexec
+SELECT 'CREATE ROLE agentq_analyst LOGIN' WHERE NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'agentq_analyst') \gexec
 ALTER ROLE agentq_owner WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE PASSWORD :'owner_pw';
 ALTER ROLE agentq_worker WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION PASSWORD :'worker_pw';
+ALTER ROLE agentq_analyst WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION PASSWORD :'analyst_pw';
+ALTER ROLE agentq_analyst SET default_transaction_read_only = on;
 SELECT 'CREATE DATABASE agentq OWNER agentq_owner' WHERE NOT EXISTS (SELECT 1 FROM pg_database WHERE datname = 'agentq') \gexec
 ALTER DATABASE agentq OWNER TO agentq_owner;
 REVOKE ALL ON DATABASE agentq FROM PUBLIC;
-GRANT CONNECT, TEMPORARY ON DATABASE agentq TO agentq_worker;
+-- CONNECT only (no TEMPORARY); table rights come from the migrations (0003: the analyst role).
+GRANT CONNECT ON DATABASE agentq TO agentq_worker;
 \c agentq
 REVOKE CREATE ON SCHEMA public FROM PUBLIC;
 GRANT USAGE, CREATE ON SCHEMA public TO agentq_owner;

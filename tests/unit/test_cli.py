@@ -5,8 +5,8 @@ import pytest
 from cli import main as cli
 from cli import serve
 
-SUBCOMMANDS = {"produce", "bridge", "db", "models", "check", "status", "autoscale", "reaper",
-               "demo", "bench"}
+SUBCOMMANDS = {"produce", "bridge", "topics", "db", "models", "check", "status", "autoscale",
+               "reaper", "demo", "bench"}
 BENCHMARKS = {"models", "e2e", "shm", "burst"}
 
 
