@@ -104,6 +104,8 @@ class BridgeSettings:
     busy_wait_ms: int = 1000
     dispatch_threads: int = 3  # threads making batches durable (ledger write, then publish)
     reaper: bool = True  # run the reaper thread inside the bridge
+    # Touched every second by the bridge's loop; `agentq check --bridge` tests its age.
+    heartbeat_file: Path | None = None
     # Batch size multiplier by model name over the catalogue's own (digits-mlp: 4).
     batch_scale: Mapping[str, int] = field(default_factory=dict)
 

@@ -34,6 +34,7 @@ from bridge.dispatch import Dispatcher
 from bridge.inflight import InflightGate
 from bridge.offsets import OffsetTracker, Ticket
 from bridge.routing import Router
+from bridge.vitals import Vitals
 from models.catalog import CATALOG
 from producers.contract import JobMessage, Rejection, RejectReason, parse_record
 from producers.dlq import DeadLetters
@@ -119,7 +120,7 @@ class Bridge:
         self.stats = {"received": 0, "dispatched": 0, "rejected": 0, "batches": 0,
                       "duplicates": 0}
         self._next_offset: dict[TopicPartition, int] = {}  # after the last record received
-        self._lag_at = 0.0
+        self.vitals = Vitals(settings.bridge.heartbeat_file)
         k = settings.kafka
         self.consumer = consumer or KafkaConsumer(
             group_id=k.group_id, enable_auto_commit=False, auto_offset_reset="earliest",
@@ -144,7 +145,7 @@ class Bridge:
         self.tracker.revoke(partitions)
         for tp in partitions:
             self._next_offset.pop(tp, None)
-        metrics.bridge_lag_forget([(tp.topic, tp.partition) for tp in partitions])
+        self.vitals.forget(partitions)
         log.info("partitions_revoked", partitions=[p.partition for p in partitions])
 
     # -- main loop -------------------------------------------------------------------------
@@ -175,7 +176,7 @@ class Bridge:
         self.dispatcher.harvest()
         self.flush_rejects()
         self.commit()
-        self.export_lag()
+        self.vitals.tick(self.consumer, self._next_offset)
 
     def window_ms(self) -> float:
         """``max_wait_ms``, or up to ``busy_wait_ms`` while batches already wait in the Celery
@@ -334,22 +335,6 @@ class Bridge:
             self.consumer.resume(*assigned)
             self.paused = False
             log.info("partitions_resumed", queue_depth=depth)
-
-    def export_lag(self, every_s: float = 5.0) -> None:
-        """``agentq_bridge_lag_records``: log end minus the next offset this bridge will read,
-        per partition it owns (one ListOffsets round trip every ``every_s``; a side concern)."""
-        now = time.monotonic()
-        if now - self._lag_at < every_s or not self._next_offset:
-            return
-        self._lag_at = now
-        owned = [tp for tp in self.consumer.assignment() if tp in self._next_offset]
-        try:
-            ends = self.consumer.end_offsets(owned, timeout_ms=1000) if owned else {}
-        except Exception as e:  # a lag reading must never stop the bridge
-            log.warning("lag_read_failed", error=str(e)[:200])
-            return
-        metrics.bridge_lag({(tp.topic, tp.partition): max(0, end - self._next_offset[tp])
-                            for tp, end in ends.items() if end is not None})
 
     def _refresh_models(self) -> None:
         if time.monotonic() - self._models_checked < 10 and self.known_models:

