@@ -2,6 +2,12 @@
 
 Precedence: CLI flag > environment variable > default. Every default is documented here.
 Secrets (passwords inside URLs, SASL passwords) are redacted in ``repr``.
+
+Parsing stays hand-written on purpose: ``_apply`` (a few dozen lines) converts ``PREFIX_FIELD``
+variables by each frozen dataclass field's type, and every setting is checked by
+tests/unit/test_config.py. pydantic-settings would add pydantic and pydantic-core (~6 MB) to the
+lean runtime for the same result; the autoscaler's flags overlay this same object
+(``ops.autoscale.config_from``) instead of parsing the environment a second time.
 """
 
 from __future__ import annotations

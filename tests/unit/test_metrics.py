@@ -128,3 +128,9 @@ def test_a_failing_hook_is_logged_and_skipped(monkeypatch):
                                                              infer_ms=1.0)) is None
     assert metrics.bridge_state(1, 2, 3, False) is None
     assert metrics.after_batch("m", object()) is None  # a wrong argument is swallowed too
+    for hook, args in ((metrics.batch_dispatched, ("m", 1, "cpu", [1.0], [2.0], 3.0)),
+                       (metrics.jobs_rejected, ({("m", "rejected", "SCHEMA"): 1},)),
+                       (metrics.dlq_sent, ("SCHEMA",)), (metrics.reaper_pass, (1, {}, {})),
+                       (metrics.bridge_lag, ({("t", 0): 1},)),
+                       (metrics.bridge_lag_forget, ([("t", 0)],))):
+        assert hook(*args) is None, hook.__name__
