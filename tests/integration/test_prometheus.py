@@ -118,8 +118,11 @@ def test_prometheus_scrapes_bridge_and_worker_and_answers_rate_and_latency(
     assert 0 < p90 < 120
     stages = {r["metric"]["stage"] for r in query("sum by (stage) (agentq_stage_seconds_count)")}
     assert stages == {"kafka", "bridge", "celery", "run"}
-    dispatched = _scalar(query('sum(agentq_jobs_dispatched_total{model="digits-mlp"})'))
-    assert dispatched == len(jobs)
+    # (the counters reach Prometheus one scrape after the jobs finished)
+    wait_for(lambda: _scalar(query('sum(agentq_jobs_dispatched_total{model="digits-mlp"})'))
+             == len(jobs), 30, what="every dispatched job counted")
+    wait_for(lambda: _scalar(query('sum(agentq_jobs_total{model="digits-mlp"})')) == len(jobs),
+             30, what="every finished job counted")
     # and the shipped rules are loaded,
     rules = query("agentq:jobs:rate1m")
     assert rules is not None
