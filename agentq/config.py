@@ -2,6 +2,12 @@
 
 Precedence: CLI flag > environment variable > default. Every default is documented here.
 Secrets (passwords inside URLs, SASL passwords) are redacted in ``repr``.
+
+Parsing stays hand-written on purpose: ``_apply`` (a few dozen lines) converts ``PREFIX_FIELD``
+variables by each frozen dataclass field's type, and every setting is checked by
+tests/unit/test_config.py. pydantic-settings would add pydantic and pydantic-core (~6 MB) to the
+lean runtime for the same result; the autoscaler's flags overlay this same object
+(``ops.autoscale.config_from``) instead of parsing the environment a second time.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote, urlsplit, urlunsplit
 
 _SECRET_IN_URL = re.compile(r"(//[^:/@]*:)([^@]+)(@)")
 
@@ -45,7 +52,14 @@ class KafkaSettings:
     # Default reply topic: when set, every job without its own ``reply_to`` replies here.
     results_topic: str | None = None
     group_id: str = "agentq-bridge"
-    jobs_partitions: int = 4
+    # Topics as `agentq topics create` (and the bridge, at start) creates them. On a real cluster
+    # set AGENTQ_KAFKA_REPLICATION_FACTOR=3 and AGENTQ_KAFKA_MIN_INSYNC_REPLICAS=2.
+    jobs_partitions: int = 4  # the bridges' parallelism: at most one bridge per partition
+    dlq_partitions: int = 1
+    replication_factor: int = 1  # one broker locally and in compose
+    min_insync_replicas: int = 0  # 0: the broker's default
+    jobs_retention_ms: int = 7 * 24 * 3600 * 1000  # a week of backlog survives an outage
+    dlq_retention_ms: int = 30 * 24 * 3600 * 1000  # dead letters are kept for inspection
     security_protocol: str = "PLAINTEXT"
     sasl_mechanism: str | None = None
     sasl_username: str | None = None
@@ -106,6 +120,8 @@ class BridgeSettings:
     dlq_timeout_s: float = 120.0  # a DLQ copy not acknowledged by then stops the bridge
     dlq_max_value_bytes: int = 512 * 1024  # larger DLQ copies are truncated (header says so)
     reaper: bool = True  # run the reaper thread inside the bridge
+    # Touched every second by the bridge's loop; `agentq check --bridge` tests its age.
+    heartbeat_file: Path | None = None
     # Batch size multiplier by model name over the catalogue's own (digits-mlp: 4).
     batch_scale: Mapping[str, int] = field(default_factory=dict)
 
@@ -191,6 +207,7 @@ class Settings:
         "postgresql+psycopg://agentq_worker:agentq_worker@127.0.0.1:55432/agentq"
     )
     queue_prefix: str = ""  # Celery queues are <prefix>cpu and <prefix>gpu
+    task_events: bool = True  # Celery task events (Flower, `celery events`); AGENTQ_TASK_EVENTS
     log_level: str = "INFO"
     log_json: bool | None = None  # None (AGENTQ_LOG_JSON unset): JSON lines unless stderr is a TTY
 
@@ -211,9 +228,8 @@ class Settings:
             worker = replace(worker, models_dir=Path(e["AGENTQ_MODELS_DIR"]))
         elif "AGENTQ_HOME" in e and "AGENTQ_WORKER_MODELS_DIR" not in e:
             worker = replace(worker, models_dir=Path(e["AGENTQ_HOME"]) / "models")
-        redis_url = e.get("AGENTQ_REDIS_URL", base.redis_url)
-        if e.get("AGENTQ_REDIS_PASSWORD") and "@" not in redis_url:
-            redis_url = redis_url.replace("redis://", f"redis://:{e['AGENTQ_REDIS_PASSWORD']}@", 1)
+        redis_url = with_password(e.get("AGENTQ_REDIS_URL", base.redis_url),
+                                  e.get("AGENTQ_REDIS_PASSWORD"))
         return replace(
             base,
             kafka=kafka,
@@ -229,9 +245,21 @@ class Settings:
             database_url=e.get("AGENTQ_DATABASE_URL", base.database_url),
             worker_database_url=e.get("AGENTQ_WORKER_DATABASE_URL", base.worker_database_url),
             queue_prefix=e.get("AGENTQ_QUEUE_PREFIX", base.queue_prefix),
+            task_events=_flag(e.get("AGENTQ_TASK_EVENTS")) is not False,
             log_level=e.get("AGENTQ_LOG_LEVEL", base.log_level),
             log_json=_flag(e.get("AGENTQ_LOG_JSON")),
         )
+
+
+def with_password(url: str, password: str | None) -> str:
+    """``url`` with ``password`` as its userinfo, URL-escaped (``@``, ``/``, ``:``, ``%`` and the
+    rest), unless the URL already carries credentials; redis-py and kombu unescape it."""
+    if not password:
+        return url
+    parts = urlsplit(url)
+    if "@" in parts.netloc:
+        return url
+    return urlunsplit(parts._replace(netloc=f":{quote(password, safe='')}@{parts.netloc}"))
 
 
 def _by_model(env: Mapping[str, str], prefix: str) -> dict[str, str]:

@@ -35,6 +35,7 @@ from bridge.rebalance import Listener
 from bridge.records import Item, Reject, is_replay, produced_ms
 from bridge.rejects import DeadLetterUnavailable, RejectWriter
 from bridge.routing import Router
+from bridge.vitals import Vitals
 from models.catalog import CATALOG
 from producers.contract import Rejection, RejectReason, parse_record
 from producers.dlq import DeadLetters
@@ -42,6 +43,7 @@ from storage.db import connection, transaction
 from storage.errors import StorageUnavailable
 from storage.ledger import insert_jobs, queue_jobs
 from storage.registry import placements, registered_names
+from storage.schema import JobStatus
 from workers.batch import JobBatch
 from workers.queue_scan import jobs_in_queues
 from workers.queues import publish
@@ -75,6 +77,8 @@ class Bridge:
         self.paused = False
         self.stats = {"received": 0, "dispatched": 0, "rejected": 0, "batches": 0,
                       "duplicates": 0}
+        self._next_offset: dict[TopicPartition, int] = {}  # after the last record received
+        self.vitals = Vitals(settings.bridge.heartbeat_file)
         k = settings.kafka
         self.consumer = consumer or KafkaConsumer(
             group_id=k.group_id, enable_auto_commit=False, auto_offset_reset="earliest",
@@ -93,6 +97,11 @@ class Bridge:
         self.tracker.assign(partitions)
         log.info("partitions_assigned", partitions=[p.partition for p in partitions])
 
+    def forget(self, partitions: list[TopicPartition]) -> None:
+        """After a revoke: nothing of these partitions is tracked for lag and liveness."""
+        for tp in partitions:
+            self._next_offset.pop(tp, None)
+        self.vitals.forget(partitions)
 
     # -- main loop -------------------------------------------------------------------------
     def run(self, stop: threading.Event) -> None:
@@ -127,6 +136,7 @@ class Bridge:
         self.dispatcher.harvest()
         self.flush_rejects()
         self.commit()
+        self.vitals.tick(self.consumer, self._next_offset)
 
     def window_ms(self) -> float:
         """``max_wait_ms``, or up to ``busy_wait_ms`` while batches already wait in the Celery
@@ -140,12 +150,12 @@ class Bridge:
     def _accept(self, tp: TopicPartition, r: Any, now_ms: float) -> None:
         self.stats["received"] += 1
         ticket = self.tracker.received(tp, r.offset)
+        self._next_offset[tp] = r.offset + 1
         produced = produced_ms(r.timestamp, now_ms)
         res = parse_record(r.value, self.s.limits, self.known_models, int(now_ms))
         if isinstance(res, Rejection):
             self.rejects.append(Reject(ticket, res, r.value, r.key, tp.topic, tp.partition,
                                        r.offset, produced, now_ms))
-            metrics.rejected(res.reason.value)
             return
         item = Item(ticket, res, tp.topic, tp.partition, r.offset, produced, now_ms,
                     is_replay(r.headers))
@@ -184,6 +194,7 @@ class Bridge:
                      produced_ms=it.produced_ms, received_ms=it.received_ms, replay=it.replay,
                      reply_to=self.reply_topic(it.job.reply_to))
         rows = jobs.ledger_rows(queue, now_ms)
+        published: dict[str, float] = {}
 
         def durable() -> tuple[int, set[tuple[str, str]], list[tuple[dict[str, Any], str]]]:
             decided, refused = write_isolating(self._record, rows)  # on a dispatch thread
@@ -192,6 +203,7 @@ class Bridge:
             to_run = jobs.only({j for j, verdict in decided if verdict == "dispatch"} | lost)
             if len(to_run):
                 self._retry_io(lambda: self.publish(to_run, queue), "celery_publish")
+                published["ms"] = time.time() * 1000
                 failpoint("bridge.after_publish")
             return len(to_run), decided, refused
 
@@ -215,7 +227,9 @@ class Bridge:
                 self.stats["dispatched"] += sent
                 self.stats["batches"] += 1
                 self.inflight.dispatched(sent)
-                metrics.batch_dispatched(batch.model, sent)
+                metrics.batch_dispatched(batch.model, sent, queue,
+                                         [it.produced_ms for it in live],
+                                         [it.received_ms for it in live], published.get("ms"))
                 log.debug("batch_dispatched", batch_id=jobs.batch_id, model=batch.model,
                           batch_size=sent, queue=queue)
             for it in live + repeats:
@@ -260,6 +274,14 @@ class Bridge:
         for r in rejects:
             self.tracker.done(r.ticket)
         self.stats["rejected"] += len(rejects)
+        counts: dict[tuple[str, str, str], int] = {}
+        for r in rejects:
+            status = JobStatus.EXPIRED if r.rejection.reason == RejectReason.EXPIRED \
+                else JobStatus.REJECTED
+            key = (r.model if r.model in self.known_models else "?", status.value,
+                   r.rejection.reason.value)
+            counts[key] = counts.get(key, 0) + 1
+        metrics.jobs_rejected(counts)
         log.info("records_rejected", count=len(rejects),
                  reasons=sorted({r.rejection.reason.value for r in rejects}))
 

@@ -38,6 +38,7 @@ class Listener(AsyncConsumerRebalanceListener):
         if self.fatal is None:
             await self._commit(b.tracker.committable())
         b.tracker.revoke(partitions)
+        b.forget(partitions)
         log.info("partitions_revoked", partitions=[p.partition for p in partitions])
 
     async def on_partitions_assigned(self, assigned: Any) -> None:

@@ -12,15 +12,15 @@ import sys
 
 from agentq.config import Settings
 from agentq.log import configure_logging
-from cli import bench, check, db, demo, serve
+from cli import bench, check, db, demo, serve, topics
 from models import cli as models_cli
 from ops import autoscale, dlq_replay, reaper, relay, status
 from producers import cli as producers_cli
 from producers import submit_cli
 
 # The order is the order of `agentq --help`.
-COMMANDS = (producers_cli, submit_cli, serve, db, models_cli, check, status, autoscale, reaper,
-            relay, dlq_replay, demo, bench)
+COMMANDS = (producers_cli, submit_cli, serve, topics, db, models_cli, check, status, autoscale,
+            reaper, relay, dlq_replay, demo, bench)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import logging
+
 from alembic import context
 from sqlalchemy import create_engine, pool
 
 from agentq.config import Settings
+from agentq.log import configure_logging
 from storage.schema import metadata
 
 config = context.config
 url = config.get_main_option("sqlalchemy.url") or Settings.from_env().database_url
+if not logging.getLogger().handlers:  # run by the `alembic` command, not `agentq db`
+    _s = Settings.from_env()
+    configure_logging(_s.log_level, _s.log_json)
 
 
 def run_migrations_offline() -> None:

@@ -15,7 +15,7 @@ from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from agentq.log import get_logger
 from models.artifacts import read_manifest, sha256_file, write_manifest
 from models.catalog import CATALOG
-from models.errors import UnknownModel
+from models.errors import BuildStackMissing, UnknownModel
 
 log = get_logger("agentq.models")
 
@@ -48,7 +48,12 @@ def build_models(names: list[str] | None, models_dir: Path, register_url: str | 
                 def step(msg: str, _task: Any = task, _label: str = f"{name} {version}") -> None:
                     progress.update(_task, description=f"{_label}: {msg}")
 
-                manifest = entry.build(out, step)
+                try:
+                    manifest = entry.build(out, step)
+                except ModuleNotFoundError as e:  # a runtime-only install: no build extra
+                    raise BuildStackMissing(
+                        f"building {name} {version} needs {e.name}: install the build extra "
+                        "(pip install 'agentq[build]', or scripts/bootstrap.sh)") from e
                 manifest.update(name=name, version=version,
                                 build_s=round(time.perf_counter() - t0, 2))
                 for v in manifest["variants"]:

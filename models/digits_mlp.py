@@ -61,11 +61,23 @@ class DigitsHandler:
         return [{"label": int(labels[k]), "probs": probs[k].tolist()} for k in range(len(labels))]
 
 
-def sample_inputs(rng: random.Random) -> Iterator[dict[str, Any]]:
-    """The 1,797 real images of scikit-learn's digits set, in order, cycled."""
-    from sklearn.datasets import load_digits
+SAMPLE_FILE = Path(__file__).parent / "data" / "digits_sample.npz"
 
-    images = load_digits().data.tolist()
+
+def sample_pixels() -> np.ndarray:
+    """The 1,797 real 8x8 images (uint8, 0-16) of scikit-learn's digits set, shipped as data.
+
+    ``models/data/digits_sample.npz`` is ``load_digits()`` saved once (pixels and labels;
+    the UCI handwritten digits, CC BY 4.0), so producers and the demo need no scikit-learn;
+    tests/unit/test_packaging.py checks it still equals the bundled set where that is installed.
+    """
+    with np.load(SAMPLE_FILE) as data:
+        return np.asarray(data["pixels"])
+
+
+def sample_inputs(rng: random.Random) -> Iterator[dict[str, Any]]:
+    """The real images of the digits set, in order, cycled."""
+    images = sample_pixels().astype(np.float64).tolist()
     while True:
         yield from ({"pixels": img} for img in images)
 

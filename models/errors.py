@@ -11,3 +11,7 @@ class AccuracyGateFailed(ModelError):
 
 class UnknownModel(ModelError):
     """No builder exists for the requested model name."""
+
+
+class BuildStackMissing(ModelError):
+    """The model is not built yet and the ``build`` extra (torch, onnx, ...) is not installed."""

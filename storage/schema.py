@@ -99,7 +99,7 @@ results = Table(
 )
 
 # The reply outbox: one row per terminal job with a reply topic, written by a trigger on ``jobs``
-# in the transaction that made the job terminal (migration 0003), sent by ``ops.relay``.
+# in the transaction that made the job terminal (migration 0005), sent by ``ops.relay``.
 replies = Table(
     "replies",
     metadata,

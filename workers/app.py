@@ -18,7 +18,7 @@ from celery import Celery, signals
 from agentq import metrics
 from agentq.config import Settings
 from agentq.log import configure_logging
-from workers import tasks
+from workers import control, tasks
 from workers.queues import queue_names
 
 
@@ -38,7 +38,10 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "broker_connection_retry_on_startup": True,
         "broker_transport_options": {"visibility_timeout": settings.worker.lease_s * 2},
         "worker_hijack_root_logger": False,
-        "worker_send_task_events": False,
+        # Task events for Flower and `celery events` (task-sent from the bridge, task-started /
+        # -succeeded / -failed from workers); AGENTQ_TASK_EVENTS=0 turns them off.
+        "worker_send_task_events": settings.task_events,
+        "task_send_sent_event": settings.task_events,
         "task_time_limit": settings.worker.lease_s,
         "task_soft_time_limit": max(1, settings.worker.lease_s - 10),
     }
@@ -97,6 +100,8 @@ _setup(app, Settings())
 @app.on_configure.connect
 def _configure_from_env(sender: Celery, **_: Any) -> None:
     settings = Settings.from_env()
+    # Before Celery's own start-up checks warn (e.g. running as root), so those are JSON too.
+    configure_logging(settings.log_level, settings.log_json)
     sender.agentq_settings = settings  # type: ignore[attr-defined]
     sender.config_from_object(celery_config(settings))
 
@@ -128,3 +133,13 @@ def _start_metrics(sender: Any = None, **_: Any) -> None:
     worker_app = getattr(sender, "app", None)
     port = settings_of(worker_app).metrics_port if worker_app is not None else None
     metrics.start_worker_server(port)
+
+
+@signals.celeryd_after_setup.connect
+def _check_queues(sender: Any = None, instance: Any = None, **_: Any) -> None:
+    """After -Q is applied: warn when the queues are not agentq's for the configured prefix."""
+    worker_app = getattr(instance, "app", None)
+    if worker_app is None or not hasattr(worker_app, "agentq_settings"):
+        return
+    consumed = list(worker_app.amqp.queues.consume_from or worker_app.amqp.queues)
+    control.check_queues(consumed, settings_of(worker_app).queue_prefix)

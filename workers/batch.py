@@ -5,11 +5,12 @@ validated messages, the worker runs it, retries and the reaper rebuild it from l
 ``to_payload`` is the only thing ever published to a Celery queue (JSON, one array per field)::
 
     {"v": 1, "batch_id": str, "model": str, "job_ids": [...], "inputs": [...],
-     "deadlines_ms": [int | null, ...]}
+     "deadlines_ms": [int | null, ...], "produced_ms": [int | null, ...]?, "sent_ms": int?}
 
 Ledger-only columns (tenant, priority, meta, reply topic, Kafka coordinates, timestamps) ride
-along for the ledger insert and are not published: the worker reads nothing but ids, inputs and
-deadlines.
+along for the ledger insert and are not published: the worker reads ids, inputs and deadlines,
+plus two optional timing fields for the latency metrics only (``agentq.metrics``): each job's
+produce time and when the batch was sent to Celery (set by ``workers.queues.publish``).
 """
 
 from __future__ import annotations
@@ -47,6 +48,10 @@ class JobBatch:
     deadlines_ms: list[int | None]
     # Ledger columns, by job (empty when rebuilt from a payload or the ledger).
     ledger: list[dict[str, Any]] = field(default_factory=list, compare=False)
+    # Timing for the latency metrics: produce time by job (epoch ms, empty when unknown) and
+    # when the batch was sent to Celery.
+    produced_ms: list[float | None] = field(default_factory=list, compare=False)
+    sent_ms: float | None = field(default=None, compare=False)
 
     def __len__(self) -> int:
         return len(self.job_ids)
@@ -65,6 +70,7 @@ class JobBatch:
         self.job_ids.append(job.job_id)
         self.inputs.append(job.input)
         self.deadlines_ms.append(job.deadline_ms)
+        self.produced_ms.append(produced_ms)
         self.ledger.append({
             "tenant": job.tenant, "priority": job.priority, "meta": job.meta,
             "source_topic": topic, "source_partition": partition, "source_offset": offset,
@@ -86,7 +92,9 @@ class JobBatch:
         idx = list(indexes)
         return JobBatch(batch_id or self.batch_id, self.model, [self.job_ids[i] for i in idx],
                         [self.inputs[i] for i in idx], [self.deadlines_ms[i] for i in idx],
-                        [self.ledger[i] for i in idx] if self.ledger else [])
+                        [self.ledger[i] for i in idx] if self.ledger else [],
+                        [self.produced_ms[i] for i in idx] if self.produced_ms else [],
+                        self.sent_ms)
 
     def only(self, job_ids: Iterable[str], batch_id: str | None = None) -> JobBatch:
         """The sub-batch of the given job ids, in batch order."""
@@ -98,9 +106,12 @@ class JobBatch:
 
     # -- the Celery payload --------------------------------------------------------------------
     def to_payload(self) -> dict[str, Any]:
-        return {"v": PAYLOAD_VERSION, "batch_id": self.batch_id, "model": self.model,
-                "job_ids": list(self.job_ids), "inputs": list(self.inputs),
-                "deadlines_ms": list(self.deadlines_ms)}
+        out = {"v": PAYLOAD_VERSION, "batch_id": self.batch_id, "model": self.model,
+               "job_ids": list(self.job_ids), "inputs": list(self.inputs),
+               "deadlines_ms": list(self.deadlines_ms)}
+        if any(p is not None for p in self.produced_ms):
+            out["produced_ms"] = [None if p is None else int(p) for p in self.produced_ms]
+        return out
 
     @classmethod
     def from_payload(cls, payload: Mapping[str, Any]) -> JobBatch:
@@ -115,9 +126,12 @@ class JobBatch:
         ids = [str(j) for j in payload["job_ids"]]
         inputs = list(payload["inputs"])
         deadlines = list(payload.get("deadlines_ms") or [None] * len(ids))
-        if not len(ids) == len(inputs) == len(deadlines):
+        produced = list(payload.get("produced_ms") or [])
+        if not len(ids) == len(inputs) == len(deadlines) or produced and len(produced) != len(ids):
             raise ValueError("job batch columns differ in length")
-        return cls(str(payload["batch_id"]), str(payload["model"]), ids, inputs, deadlines)
+        sent = payload.get("sent_ms")
+        return cls(str(payload["batch_id"]), str(payload["model"]), ids, inputs, deadlines, [],
+                   produced, float(sent) if isinstance(sent, int | float) else None)
 
     @classmethod
     def from_ledger_rows(cls, model: str, rows: Sequence[Mapping[str, Any]],
@@ -126,4 +140,6 @@ class JobBatch:
         return cls(batch_id or str(uuid.uuid4()), model, [str(r["job_id"]) for r in rows],
                    [r["input"] for r in rows],
                    [int(r["deadline_at"].timestamp() * 1000) if r.get("deadline_at") else None
+                    for r in rows], [],
+                   [r["produced_at"].timestamp() * 1000 if r.get("produced_at") else None
                     for r in rows])

@@ -51,6 +51,7 @@ class BatchOutcome:
     expired: int = 0
     skipped: int = 0  # already terminal: a duplicate delivery
     infer_ms: float = 0.0
+    finished_ids: list[str] = field(default_factory=list)  # results written (for latency)
     failures: list[tuple[str, str, str]] = field(default_factory=list)
     retry: dict[str, int] = field(default_factory=dict)  # job_id -> attempts, to run again
     fenced: int = 0  # results not landed: another attempt holds the job now
@@ -120,7 +121,7 @@ def execute_batch(ctx: Any, batch: JobBatch) -> BatchOutcome:
     for i in run:
         if claimed[batch.job_ids[i]].suspect:
             _run_alone(ctx, batch.take([i]), out)
-    metrics.after_batch(batch.model, out)
+    metrics.after_batch(batch.model, out, batch, now_ms, time.time() * 1000)
     return out
 
 
@@ -200,6 +201,8 @@ def _land(ctx: Any, rows: list[dict[str, Any]], failures: list[Outcome], retries
     failpoint("worker.after_commit")  # results durable, replies still only in the outbox
     out.succeeded += succeeded
     out.fenced += len(rows) - succeeded
+    if succeeded == len(rows):
+        out.finished_ids += [r["job_id"] for r in rows]
     out.retry.update({j: claims[j].attempts for j in again})
     _record_failed(ctx, failed, out)
 

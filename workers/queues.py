@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import redis
@@ -34,6 +35,8 @@ def queue_depth(client: redis.Redis, prefix: str = "") -> int:
 def publish(celery_app: Any, batch: JobBatch, queue: str, countdown_s: float | None = None,
             retry_policy: dict[str, Any] | None = None) -> None:
     """Send one batch to a queue as a ``run_batch`` task (the broker retries per the policy)."""
-    celery_app.send_task(RUN_BATCH, args=[batch.to_payload()], queue=queue,
+    payload = batch.to_payload()
+    payload["sent_ms"] = int(time.time() * 1000)  # the celery stage of agentq_stage_seconds
+    celery_app.send_task(RUN_BATCH, args=[payload], queue=queue,
                          countdown=countdown_s, retry=True,
                          retry_policy=retry_policy or RETRY_POLICY)

@@ -18,6 +18,9 @@ from tests.conftest import IN_CI
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 
 
+PASSWORD = "pw-9f2@a/b:c%41"  # the characters that break an unescaped URL
+
+
 @pytest.fixture
 def protected_redis(tmp_path):
     if shutil.which("redis-server") is None:
@@ -28,12 +31,12 @@ def protected_redis(tmp_path):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     proc = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1",
-                             "--requirepass", "pw-9f2", "--save", "", "--appendonly", "no",
+                             "--requirepass", PASSWORD, "--save", "", "--appendonly", "no",
                              "--dir", str(tmp_path)], stdout=subprocess.DEVNULL)
     try:
         for _ in range(50):
             try:
-                redis.Redis(port=port, password="pw-9f2").ping()
+                redis.Redis(port=port, password=PASSWORD).ping()
                 break
             except redis.ConnectionError:
                 time.sleep(0.1)
@@ -49,7 +52,7 @@ def test_clients_use_the_redis_password(protected_redis):
     from workers.batch import JobBatch
 
     env = {**os.environ, "AGENTQ_REDIS_URL": f"redis://127.0.0.1:{protected_redis}/0",
-           "AGENTQ_REDIS_PASSWORD": "pw-9f2"}
+           "AGENTQ_REDIS_PASSWORD": PASSWORD}
     s = Settings.from_env(env)
     assert "pw-9f2" not in repr(s)
     app = make_celery(s)

@@ -5,8 +5,8 @@ import pytest
 from cli import main as cli
 from cli import serve
 
-SUBCOMMANDS = {"produce", "submit", "result", "bridge", "db", "models", "check", "status",
-               "autoscale", "reaper", "relay", "dlq", "demo", "bench"}
+SUBCOMMANDS = {"produce", "submit", "result", "bridge", "topics", "db", "models", "check",
+               "status", "autoscale", "reaper", "relay", "dlq", "demo", "bench"}
 BENCHMARKS = {"models", "e2e", "roundtrip", "shm", "burst"}
 
 

@@ -59,3 +59,26 @@ def test_every_knob_is_a_setting_read_from_the_environment():
     defaults = Settings.from_env({})
     assert defaults.routes == {} and defaults.bridge.reaper is True
     assert defaults.engine.run_dir is None and defaults.metrics_port == 0
+
+
+TRICKY = "p@ss/w:rd%40#?"
+
+
+def test_redis_password_is_url_escaped_and_read_back_by_redis_py_and_kombu():
+    import redis
+    from kombu import Connection
+
+    s = Settings.from_env({"AGENTQ_REDIS_URL": "redis://redis:6379/0",
+                           "AGENTQ_REDIS_PASSWORD": TRICKY})
+    assert s.redis_url.startswith("redis://:p%40ss%2Fw%3Ard%2540%23%3F@redis:6379/0")
+    assert redis.Redis.from_url(s.redis_url).connection_pool.connection_kwargs["password"] \
+        == TRICKY
+    conn = Connection(s.redis_url)
+    assert (conn.password, conn.hostname, conn.port) == (TRICKY, "redis", 6379)
+    assert TRICKY not in repr(s) and "p%40ss" not in repr(s)
+
+
+def test_a_url_with_credentials_wins_over_the_password_variable():
+    s = Settings.from_env({"AGENTQ_REDIS_URL": "redis://:inline@h:1/0",
+                           "AGENTQ_REDIS_PASSWORD": "other"})
+    assert s.redis_url == "redis://:inline@h:1/0"

@@ -24,9 +24,12 @@ def _batch(n: int = 3) -> JobBatch:
 def test_payload_is_json_columns_and_round_trips():
     b = _batch()
     payload = json.loads(json.dumps(b.to_payload()))  # JSON only on every queue
-    assert set(payload) == {"v", "batch_id", "model", "job_ids", "inputs", "deadlines_ms"}
-    back = JobBatch.from_payload(payload)
+    assert set(payload) == {"v", "batch_id", "model", "job_ids", "inputs", "deadlines_ms",
+                            "produced_ms"}  # produce times: for the latency metrics only
+    back = JobBatch.from_payload({**payload, "sent_ms": 1e12 + 7})
     assert back == b and back.ledger == []  # ledger columns never travel to the worker
+    assert back.produced_ms == [1e12] * 3 and back.sent_ms == 1e12 + 7
+    assert back.take([2]).produced_ms == [1e12] and back.take([2]).sent_ms == 1e12 + 7
 
 
 def test_ledger_rows_carry_every_v1_field_and_the_record_coordinates():
