@@ -11,3 +11,7 @@ class AccuracyGateFailed(ModelError):
 
 class UnknownModel(ModelError):
     """No builder exists for the requested model name."""
+
+
+class SpeedGateFailed(ModelError):
+    """A quantized variant is not enough faster than the exact graph to be worth its error."""
