@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from agentq.config import Settings
+from models.catalog import names
 from models.errors import ModelError
 
 
@@ -28,7 +29,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     sub = p.add_subparsers(dest="action", required=True)
     b = sub.add_parser("build", help="build, gate and register models (cached by content hash)")
     b.add_argument("names", nargs="*", metavar="NAME",
-                   help="models to build (default: all): minilm-l6, digits-mlp")
+                   help="models to build (default: all): " + ", ".join(names()))
     b.add_argument("--force", action="store_true", help="rebuild even when the cache is valid")
     b.add_argument("--no-register", action="store_true",
                    help="build only; do not write the models table")
