@@ -51,13 +51,16 @@ def command(args: argparse.Namespace, settings: Settings) -> int:
     except ModelError as e:
         print(f"agentq models build: {e}", file=sys.stderr)
         return 1
-    for m in manifests:
-        for v in m["variants"]:
+    for man in manifests:
+        for v in man["variants"]:
             flag = "active" if v.get("active") else "      "
-            metrics = {k: v["metrics"][k] for k in
+            m = v.get("metrics", {})
+            metrics = {k: m[k] for k in
                        ("accuracy", "mean_cosine", "min_cosine", "retrieval_top1",
-                        "ms_per_batch", "us_per_batch") if k in v.get("metrics", {})}
-            print(f"{m['name']:11s} {m['version']}  {v['variant']:5s} {v['device']:4s} {flag} "
+                        "speedup_vs_fp32", "ms_per_batch", "us_per_batch") if k in m}
+            if "hard" in m:
+                metrics.update(hard_mean=m["hard"]["mean_cosine"], hard_min=m["hard"]["min_cosine"])
+            print(f"{man['name']:16s} {man['version']}  {v['variant']:5s} {v['device']:4s} {flag} "
                   f"{json.dumps(metrics)}")
     return 0
 
