@@ -152,7 +152,7 @@ def _worker(mode: str, model: str, opts_json: str, seconds: float, batch: int,
 
         engine = InferenceEngine(settings.worker, make_engine(settings.worker_database_url,
                                                               pool_size=1, app_name="bench"))
-    handler = CATALOG[model].make_handler()
+    handler = CATALOG[model].make_handler(None)
     batches = _batches(model, batch, seed=os.getpid())
     for inputs in batches[:4]:  # warm
         engine.run(model, handler.prepare(inputs).feeds)

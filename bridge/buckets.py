@@ -15,8 +15,9 @@ from typing import Any
 from models.catalog import CATALOG, ModelSpec
 
 # Bucket edges (exclusive upper bounds, in tokens incl. [CLS]/[SEP]): narrow where most texts
-# are, wider for long texts, where a few tokens of padding matter less relatively.
-EDGES: tuple[int, ...] = (8, 12, 16, 20, 24, 32, 40, 48, 64, 80, 96, 112)
+# are, wider for long texts, where a few tokens of padding matter less relatively; the last
+# bucket holds 224..256 (minilm-l6's context: longer texts are truncated to 256).
+EDGES: tuple[int, ...] = (8, 12, 16, 20, 24, 32, 40, 48, 64, 80, 96, 112, 128, 160, 192, 224)
 
 
 def token_bucket(tokens: int, edges: Sequence[int] = EDGES) -> int:

@@ -8,6 +8,11 @@ from pathlib import Path
 from typing import Any
 
 
+def artifact_dir(models_dir: Path, name: str, version: str) -> Path:
+    """Where one build of a model lives: ``<models_dir>/<name>/<version>/``."""
+    return Path(models_dir) / name / version
+
+
 def sha256_file(path: Path) -> str:
     h = hashlib.sha256()
     with path.open("rb") as f:

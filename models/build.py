@@ -13,7 +13,7 @@ from typing import Any
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from agentq.log import get_logger
-from models.artifacts import read_manifest, sha256_file, write_manifest
+from models.artifacts import artifact_dir, read_manifest, sha256_file, write_manifest
 from models.catalog import CATALOG
 from models.errors import BuildStackMissing, UnknownModel
 
@@ -23,7 +23,8 @@ def build_models(names: list[str] | None, models_dir: Path, register_url: str | 
                  force: bool = False) -> list[dict[str, Any]]:
     """Build (or find cached) each model, then register every variant in the database."""
     explicit = bool(names)
-    names = names or list(CATALOG)
+    asked = set(names or CATALOG)  # --force rebuilds these, not the builds they read
+    names = with_requirements(names or list(CATALOG))
     manifests = []
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
                   transient=False) as progress:
@@ -38,9 +39,9 @@ def build_models(names: list[str] | None, models_dir: Path, register_url: str | 
                     raise UnknownModel(f"cannot build {name}: {e}") from e
                 log.warning("model_build_skipped", model=name, error=str(e))
                 continue
-            out = models_dir / name / version
+            out = artifact_dir(models_dir, name, version)
             task = progress.add_task(f"{name} {version}: checking cache", total=None)
-            manifest = None if force else read_manifest(out)
+            manifest = None if force and name in asked else read_manifest(out)
             if manifest is None:
                 out.mkdir(parents=True, exist_ok=True)
                 t0 = time.perf_counter()
@@ -68,6 +69,22 @@ def build_models(names: list[str] | None, models_dir: Path, register_url: str | 
     if register_url:
         register_manifests(manifests, models_dir, register_url)
     return manifests
+
+
+def with_requirements(names: list[str]) -> list[str]:
+    """``names`` with the models their builds read placed before them (catalogue ``requires``)."""
+    ordered: list[str] = []
+
+    def visit(name: str) -> None:
+        if name in ordered:
+            return
+        for dep in CATALOG[name].requires if name in CATALOG else ():
+            visit(dep)
+        ordered.append(name)
+
+    for name in names:
+        visit(name)
+    return ordered
 
 
 def register_manifests(manifests: list[dict[str, Any]], models_dir: Path, url: str) -> None:

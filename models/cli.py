@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from agentq.config import Settings
+from models.catalog import names
 from models.errors import ModelError
 
 
@@ -28,7 +29,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     sub = p.add_subparsers(dest="action", required=True)
     b = sub.add_parser("build", help="build, gate and register models (cached by content hash)")
     b.add_argument("names", nargs="*", metavar="NAME",
-                   help="models to build (default: all): minilm-l6, digits-mlp")
+                   help="models to build (default: all): " + ", ".join(names()))
     b.add_argument("--force", action="store_true", help="rebuild even when the cache is valid")
     b.add_argument("--no-register", action="store_true",
                    help="build only; do not write the models table")
@@ -50,13 +51,16 @@ def command(args: argparse.Namespace, settings: Settings) -> int:
     except ModelError as e:
         print(f"agentq models build: {e}", file=sys.stderr)
         return 1
-    for m in manifests:
-        for v in m["variants"]:
+    for man in manifests:
+        for v in man["variants"]:
             flag = "active" if v.get("active") else "      "
-            metrics = {k: v["metrics"][k] for k in
+            m = v.get("metrics", {})
+            metrics = {k: m[k] for k in
                        ("accuracy", "mean_cosine", "min_cosine", "retrieval_top1",
-                        "ms_per_batch", "us_per_batch") if k in v.get("metrics", {})}
-            print(f"{m['name']:11s} {m['version']}  {v['variant']:5s} {v['device']:4s} {flag} "
+                        "speedup_vs_fp32", "ms_per_batch", "us_per_batch") if k in m}
+            if "hard" in m:
+                metrics.update(hard_mean=m["hard"]["mean_cosine"], hard_min=m["hard"]["min_cosine"])
+            print(f"{man['name']:16s} {man['version']}  {v['variant']:5s} {v['device']:4s} {flag} "
                   f"{json.dumps(metrics)}")
     return 0
 

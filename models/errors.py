@@ -15,3 +15,7 @@ class UnknownModel(ModelError):
 
 class BuildStackMissing(ModelError):
     """The model is not built yet and the ``build`` extra (torch, onnx, ...) is not installed."""
+
+
+class SpeedGateFailed(ModelError):
+    """A quantized variant is not enough faster than the exact graph to be worth its error."""

@@ -6,7 +6,10 @@ The evaluation set is generated deterministically from word lists:
   has one paraphrase in the corpus ("Early yesterday, the cook fixed the aging vehicle."), hidden
   among hundreds of hard distractors worded the same way with one or two facts changed;
 * very short texts (single words, numbers, punctuation, non-ASCII), which quantize worst;
-* long texts that overflow the 128-token limit and are truncated.
+* long texts, some of them over the 256-token context (truncated there).
+
+The hard texts (``models.hard_texts``: short replies, punctuation, emoji, many scripts, code,
+URLs, log lines, over-long texts) are gated beside it, with stricter thresholds.
 """
 
 from __future__ import annotations
@@ -118,7 +121,7 @@ def eval_set(n_queries: int = 200, seed: int = SEED) -> EvalSet:
         distractors += [_paraphrase(SUBJECTS[s][1], ACTIONS[a2][1], CONTEXTS[c][1]),
                         _paraphrase(SUBJECTS[s2][1], ACTIONS[a][1], CONTEXTS[c][1]),
                         _paraphrase(SUBJECTS[s3][1], ACTIONS[a][1], CONTEXTS[c3][1])]
-    long_texts = [" ".join(rng.sample(queries, 12)) for _ in range(20)]
+    long_texts = [" ".join(rng.sample(queries, rng.choice([6, 12, 24, 30]))) for _ in range(20)]
     texts = queries + paraphrases + distractors + SHORT_TEXTS + long_texts
     kinds = (["query"] * len(queries) + ["paraphrase"] * len(paraphrases)
              + ["distractor"] * len(distractors) + ["short"] * len(SHORT_TEXTS)
@@ -154,6 +157,7 @@ class GateResult:
     top1_ref: float | None
     top1_cand: float | None
     failures: tuple[str, ...]
+    worst: tuple[tuple[int, float], ...] = ()  # (row, cosine) of the lowest rows, worst first
 
     def metrics(self) -> dict[str, float | None]:
         return {"mean_cosine": round(self.mean_cosine, 6), "min_cosine": round(self.min_cosine, 6),
@@ -186,5 +190,6 @@ def gate(ref: np.ndarray, cand: np.ndarray, retrieval: Retrieval | None = None, 
         if top_cand < top_ref - max_top1_drop - 1e-12:
             failures.append(f"retrieval top-1 {top_cand:.3f} vs fp32 {top_ref:.3f} "
                             f"(allowed drop {max_top1_drop})")
+    worst = tuple((int(i), round(float(cos[i]), 6)) for i in np.argsort(cos, kind="stable")[:10])
     return GateResult(not failures, float(cos.mean()), float(cos.min()), norm_err,
-                      top_ref, top_cand, tuple(failures))
+                      top_ref, top_cand, tuple(failures), worst)

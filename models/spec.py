@@ -48,7 +48,10 @@ class ModelSpec:
     summary: str
     input_schema: Mapping[str, Any]  # JSON Schema of ``input`` (exported with the v1 schema)
     check_input: Callable[[dict[str, Any], Any], InputProblem | None]  # (input, Limits)
-    make_handler: Callable[[], Handler]
+    # (artifact_dir) -> Handler. Workers pass the directory of the registered build they run
+    # (``manifest.json`` and what it names, e.g. the tokenizer); None outside a worker: the
+    # package defaults.
+    make_handler: Callable[[Path | None], Handler]
     version: Callable[[], str]  # content hash of the build's sources and parameters
     build: Builder  # writes the variants into a directory, returns the manifest
     result_columns: tuple[str, ...]  # which ``results`` columns the model fills
@@ -58,3 +61,6 @@ class ModelSpec:
     # Endless realistic inputs (synthetic streams, benchmarks, the demo).
     sample_inputs: Callable[[random.Random], Iterator[dict[str, Any]]] | None = None
     batch_scale: int = 1  # batches of this model are batch_scale x max_batch jobs
+    # Models whose build this one's build reads (built first by ``agentq models build``); the
+    # builder finds them beside its own artifact directory (``models.artifacts.artifact_dir``).
+    requires: tuple[str, ...] = ()

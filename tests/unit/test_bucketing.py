@@ -30,10 +30,11 @@ def _stream(n: int, seed: int = 1) -> list[str]:
     return [sentence(rng) * rng.choice([1, 1, 2, 4]) for _ in range(n)]
 
 
-def _batches(texts: list[str], key, counter, max_batch: int = 32) -> list[list[int]]:
+def _batches(texts: list[str], key, counter, max_batch: int = 32,
+             edges=EDGES) -> list[list[int]]:
     """Token lengths of the batches a micro-batcher forms when 200 jobs arrive per wait window
     (a backlog); ``key`` counts tokens for bucketing (None = arrival order)."""
-    fns = {"m": lambda t: token_bucket(key(t))} if key else None
+    fns = {"m": lambda t: token_bucket(key(t), edges)} if key else None
     b = MicroBatcher(max_batch, max_wait_ms=20, bucket_fns=fns)
     out = []
     for i, t in enumerate(texts):
@@ -65,4 +66,27 @@ def test_bucketing_reduces_padded_tokens_on_a_mixed_length_stream(real_tokenizer
     # then the same real tokens need far fewer padded tokens.
     assert bucketed.real == fifo.real
     assert fifo.ratio > 2.0
+    assert bucketed.padded < 0.6 * fifo.padded
+
+
+def test_texts_of_128_to_256_tokens_are_bucketed_too_and_counted_truncated_at_256():
+    # Given a stream with many long texts, counted as the model sees them (cut at 256),
+    count = make_token_counter()
+
+    def real(text: str) -> int:
+        return count({"text": text})
+
+    rng = random.Random(5)
+    texts = [sentence(rng) * rng.choice([1, 2, 4, 8, 12]) for _ in range(1500)]
+    lengths = [real(t) for t in texts]
+    assert max(lengths) == 256 and sum(n >= 128 for n in lengths) >= 200
+    assert len({token_bucket(n) for n in lengths if n >= 128}) >= 4
+    # when batched in token buckets, with edges up to 224 or only up to 112 (one bucket for all
+    # texts of 112..256 tokens),
+    fifo = padding_of(_batches(texts, None, real))
+    bucketed = padding_of(_batches(texts, real, real))
+    short_edges = padding_of(_batches(texts, real, real, edges=[e for e in EDGES if e <= 112]))
+    # then the edges over 128 cut padding further, and far below arrival order.
+    assert bucketed.real == short_edges.real == fifo.real
+    assert bucketed.padded < 0.9 * short_edges.padded
     assert bucketed.padded < 0.6 * fifo.padded

@@ -166,9 +166,9 @@ def test_gate_fails_a_model_with_a_corrupted_weight(
     import onnx
     from onnx import numpy_helper
 
-    # Given the fused fp32 model with one FFN weight matrix shuffled
-    fused = next(v for v in built_minilm["variants"] if v["variant"] == "fused")
-    model = onnx.load(str(built_minilm["dir"] / fused["file"]))
+    # Given the fp32 model with one FFN weight matrix shuffled
+    fp32 = next(v for v in built_minilm["variants"] if v["variant"] == "fp32")
+    model = onnx.load(str(built_minilm["dir"] / fp32["file"]))
     node = next(n for n in model.graph.node if n.name == "/encoder/layer.2/output/dense/MatMul")
     init = next(i for i in model.graph.initializer if i.name == node.input[1])
     w = numpy_helper.to_array(init).copy()

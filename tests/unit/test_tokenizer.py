@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -52,9 +54,29 @@ def test_text_of_exactly_max_length_is_not_flagged(tokenizer_path: Path) -> None
     assert enc.token_counts.tolist() == [7, 7]
 
 
-def test_default_max_length_is_128(tokenizer_path: Path) -> None:
+def test_default_max_length_is_the_models_256(tokenizer_path: Path) -> None:
     enc = TextTokenizer(tokenizer_path).encode(["many words here " * 200])
-    assert enc.padded_length == 128 and enc.truncated.tolist() == [True]
+    assert enc.padded_length == 256 and enc.truncated.tolist() == [True]
+    config = json.loads((tokenizer_path.parent / "sentence_bert_config.json").read_text())
+    assert config["max_seq_length"] == 256
+
+
+def test_from_artifacts_takes_the_tokenizer_and_max_length_the_build_recorded(
+        tokenizer_path: Path, tmp_path: Path) -> None:
+    # Given a build directory whose manifest says max_length 12 and names its tokenizer copy
+    shutil.copyfile(tokenizer_path, tmp_path / "tok.json")
+    (tmp_path / "manifest.json").write_text(json.dumps(
+        {"variants": [], "tokenizer": "tok.json", "max_length": 12}))
+    # When a worker builds its tokenizer from it, Then it cuts at 12, not at the default
+    tok = TextTokenizer.from_artifacts(tmp_path)
+    assert tok.path == tmp_path / "tok.json" and tok.max_length == 12
+    enc = tok.encode(["word " * 50])
+    assert enc.padded_length == 12 and enc.truncated.tolist() == [True]
+
+
+def test_from_artifacts_without_a_complete_build_is_a_model_error(tmp_path: Path) -> None:
+    with pytest.raises(TokenizerNotFound):
+        TextTokenizer.from_artifacts(tmp_path)
 
 
 def test_pad_to_multiple_rounds_the_batch_length_up(tokenizer_path: Path) -> None:
