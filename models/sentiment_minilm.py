@@ -24,7 +24,6 @@ import numpy as np
 from models.minilm_l6 import check_input, make_token_counter, text_feeds, text_tokenizer
 from models.spec import ModelSpec, Prepared, Step
 
-LABELS = ("negative", "neutral", "positive")
 _SAMPLES = ["thanks, the refund arrived today!", "my flight was cancelled again", "ok",
             "the app keeps crashing when I log in", "love the new update 😍",
             "is the store open on sunday?", "worst support experience ever", "order #1234 shipped"]
@@ -33,12 +32,12 @@ _SAMPLES = ["thanks, the refund arrived today!", "my flight was cancelled again"
 class SentimentHandler:
     def __init__(self, artifact_dir: Path | None = None) -> None:
         self.tokenizer = text_tokenizer(artifact_dir)
-        self.labels = list(LABELS)
+        self.labels: list[str] = []  # the class names the build wrote into its manifest
         if artifact_dir is not None:
             from models.artifacts import read_manifest
 
             manifest = read_manifest(artifact_dir) or {}
-            self.labels = list(manifest.get("labels", LABELS))
+            self.labels = list(manifest.get("labels") or [])
 
     def prepare(self, inputs: list[dict[str, Any]]) -> Prepared:
         return text_feeds(self.tokenizer, inputs)
@@ -46,8 +45,9 @@ class SentimentHandler:
     def results(self, outputs: list[np.ndarray], prepared: Prepared) -> list[dict[str, Any]]:
         probs = outputs[0]
         labels = probs.argmax(axis=1)
+        names = self.labels or [str(i) for i in range(probs.shape[1])]
         return [{"label": int(labels[k]), "probs": probs[k].tolist(),
-                 "extra": {"label": self.labels[int(labels[k])], **prepared.extras[k]}}
+                 "extra": {"label": names[int(labels[k])], **prepared.extras[k]}}
                 for k in range(len(labels))]
 
 

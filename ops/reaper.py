@@ -38,8 +38,9 @@ from producers.contract import RejectReason
 from producers.dlq import dead_letter_and_mark
 from storage.db import connection, transaction
 from storage.errors import StorageUnavailable
-from storage.ledger import expire_jobs, fail_jobs, move_jobs, owed_dead_letters, take_stuck
+from storage.ledger import expire_jobs, fail_jobs
 from storage.queries import stuck_queues
+from storage.recovery import move_jobs, owed_dead_letters, take_stuck
 from storage.schema import JobStatus
 from workers.batch import JobBatch
 from workers.queue_scan import consumed_queues, jobs_in_queues

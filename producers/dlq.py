@@ -100,7 +100,7 @@ def dead_letter_and_mark(db: Any, dlq: Any, rows: Sequence[Mapping[str, Any]]) -
     if acked:
         from storage.db import transaction
         from storage.errors import StorageError
-        from storage.ledger import mark_dead_lettered
+        from storage.recovery import mark_dead_lettered
 
         try:
             with transaction(db) as conn:

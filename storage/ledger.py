@@ -329,32 +329,6 @@ def expire_jobs(conn: Connection, outcomes: Sequence[Outcome], finished_at: date
     return len(_end(conn, JobStatus.EXPIRED, outcomes, finished_at, None))
 
 
-DEAD_LETTERED = text(
-    "UPDATE jobs SET dlq_at = now() WHERE job_id = ANY(CAST(:ids AS uuid[])) AND dlq_at IS NULL")
-
-
-def mark_dead_lettered(conn: Connection, job_ids: Sequence[str]) -> int:
-    """The DLQ acknowledged the copies of these failed jobs."""
-    if not job_ids:
-        return 0
-    return conn.execute(DEAD_LETTERED, {"ids": list(job_ids)}).rowcount
-
-
-OWED_DLQ = text(
-    "SELECT job_id::text, model, input, tenant, priority, meta, deadline_at, source_topic, "
-    "source_partition, source_offset, attempts, reason, error FROM jobs "
-    "WHERE status = CAST(:failed AS job_status) AND dlq_at IS NULL "
-    "AND finished_at < now() - make_interval(secs => :age) ORDER BY finished_at LIMIT :lim")
-
-
-def owed_dead_letters(conn: Connection, older_than_s: float, limit: int = 500
-                      ) -> list[dict[str, Any]]:
-    """Failed jobs whose DLQ copy was never acknowledged (its send failed, or its sender died)."""
-    rows = conn.execute(OWED_DLQ, {"failed": JobStatus.FAILED.value, "age": older_than_s,
-                                   "lim": limit})
-    return [dict(r._mapping) for r in rows]
-
-
 REQUEUE = text(
     "UPDATE jobs AS j SET status = CAST(:queued AS job_status), reason = o.reason, "
     "error = o.error, queued_at = now(), updated_at = now() "
@@ -380,42 +354,3 @@ def requeue_jobs(conn: Connection, outcomes: Iterable[Outcome],
         "er": [o[2][:ERROR_CHARS] for o in items],
         "leases": [None if leases is None else leases[o[0]] for o in items]})
     return [r[0] for r in res]
-
-
-
-TAKE_STUCK = text(
-    "WITH stuck AS (SELECT job_id FROM jobs WHERE status = ANY(CAST(:live AS job_status[])) "
-    "  AND updated_at < now() - make_interval(secs => :lease) "
-    "  AND NOT (coalesce(queue, '') = ANY(CAST(:skip AS text[])) "
-    "           AND NOT (status = CAST(:running AS job_status) AND attempts >= :max)) "
-    "  ORDER BY updated_at LIMIT :lim FOR UPDATE SKIP LOCKED) "
-    "UPDATE jobs AS j SET updated_at = now(), "
-    "  lease = j.lease + CASE WHEN j.status = CAST(:running AS job_status) THEN 1 ELSE 0 END "
-    "FROM stuck WHERE j.job_id = stuck.job_id "
-    "RETURNING j.job_id::text, j.model, j.input, j.status::text, j.attempts, j.queue, "
-    "j.deadline_at, j.reason, j.error"
-)
-
-
-def take_stuck(conn: Connection, lease_s: float, limit: int = 1000, skip_queues: Sequence[str] = (),
-               max_attempts: int = 1 << 15) -> list[dict[str, Any]]:
-    """Live jobs not touched for ``lease_s``, locked (skipping rows another reaper holds) and
-    their lease renewed, so the caller re-enqueues each once per lease. Jobs of the queues in
-    ``skip_queues`` (they still hold a backlog) are left alone, except running jobs that have
-    used ``max_attempts`` (the caller fails those). A running job taken over gets a new lease,
-    so the attempt that lost it (a worker that is slow, not dead) can no longer land."""
-    res = conn.execute(TAKE_STUCK, {
-        "lease": float(lease_s), "lim": limit, "skip": list(skip_queues), "max": max_attempts,
-        "live": list(LIVE), "running": JobStatus.RUNNING.value})
-    return [dict(r._mapping) for r in res]
-
-
-MOVE = text("UPDATE jobs SET queue = :q WHERE job_id = ANY(CAST(:ids AS uuid[])) "
-            "AND status = ANY(CAST(:live AS job_status[]))")
-
-
-def move_jobs(conn: Connection, job_ids: Sequence[str], queue: str) -> int:
-    """Live jobs re-routed to another Celery queue (their first had no live consumer)."""
-    if not job_ids:
-        return 0
-    return conn.execute(MOVE, {"q": queue, "ids": list(job_ids), "live": list(LIVE)}).rowcount

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from models.build import with_requirements
-from models.sentiment_minilm import LABELS, SentimentHandler
+from models.sentiment_minilm import SentimentHandler
 from models.spec import Prepared
 
 pytestmark = pytest.mark.timeout(60)
@@ -48,8 +48,18 @@ def test_appended_head_turns_embeddings_into_softmax_probabilities(tmp_path: Pat
     np.testing.assert_allclose(probs, want, atol=1e-5)
 
 
-def test_result_rows_carry_label_index_probs_and_the_label_name():
-    handler = SentimentHandler(None)  # no build: the package tokenizer and the default labels
+def test_result_rows_carry_label_index_probs_and_the_label_name(tmp_path):
+    # Given a build directory whose manifest names the classes (and holds the tokenizer),
+    import shutil
+
+    from models.artifacts import write_manifest
+    from models.sentiment_build import LABELS
+    from models.tokenizer import package_model_dir
+
+    shutil.copy(package_model_dir() / "tokenizer.json", tmp_path / "tokenizer.json")
+    write_manifest(tmp_path, {"labels": list(LABELS), "tokenizer": "tokenizer.json",
+                              "max_length": 256, "variants": []})
+    handler = SentimentHandler(tmp_path)
     assert handler.labels == list(LABELS)
     prepared = Prepared({}, [0, 1], {}, [{"tokens": 4, "truncated": False},
                                           {"tokens": 256, "truncated": True}])
