@@ -4,6 +4,7 @@ metrics endpoint."""
 from __future__ import annotations
 
 import argparse
+import sys
 from dataclasses import replace
 from typing import Any
 
@@ -29,6 +30,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     from agentq import metrics
     from agentq.shutdown import stop_on_signals
     from bridge.consumer import Bridge
+    from bridge.rejects import DeadLetterUnavailable
     from ops.reaper import start_reaper
     from ops.relay import start_relay
     from producers.topics import ensure_reply_topic, ensure_topics
@@ -49,6 +51,9 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     start_relay(settings, db, stop)  # publishes result events from the reply outbox
     try:
         Bridge(settings, db, celery).run(stop)
+    except DeadLetterUnavailable as e:  # logged by the bridge; its supervisor restarts it
+        print(f"agentq bridge: stopped: {e}", file=sys.stderr)
+        return 3
     finally:
         db.dispose()
     return 0
