@@ -31,7 +31,9 @@ def _succeeded(db, topic) -> int:
         return 0
 
 
-def _stream(settings, jobs, pace_s=0.4) -> threading.Thread:
+def _stream(settings, jobs, pace_s=1.0) -> threading.Thread:
+    """Produce ``jobs`` in steps of 20 every ``pace_s`` (240 jobs: about 12 s), so the stream is
+    still running when the fault hits."""
     t = threading.Thread(target=produce, args=(settings, jobs), kwargs={"pace_s": pace_s},
                          daemon=True)
     t.start()
