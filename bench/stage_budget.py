@@ -1,0 +1,245 @@
+"""Per-stage CPU budget of the whole pipeline: µs of CPU per job, by process and by stage.
+
+`python -m bench.stage_budget --jobs 60000 [--py-spy PATH]` pre-loads a digits backlog, starts a
+bridge and a worker (as `agentq bench e2e` does), and while they drain it reads every process's
+CPU time from /proc: the bridge, the worker (main process, pool children, engine), PostgreSQL
+(every backend), Redis and the Kafka broker. The producer's own CPU (this process) is measured
+while it pre-loads. With ``--py-spy`` (a py-spy binary; not a project dependency), the bridge and
+the worker children are sampled during the drain and each sample is filed under a stage by the
+frames it holds (``STAGES``), so a process's CPU splits into Kafka fetch, decode and validate,
+batching, ledger write, Celery publish, offset commit (bridge) and task decode, claim, inference,
+result write (worker). Writes ``bench/results/stage-budget.json`` and prints a table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import resource
+import signal
+import subprocess
+import tempfile
+import time
+import uuid
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import text
+
+from agentq.config import Settings
+from bench.e2e import isolated
+from ops.stack import Stack
+from producers.cli import produce
+from producers.synthetic import synthetic_jobs
+from producers.topics import ensure_topics
+from storage.db import make_engine
+
+RESULTS = Path(__file__).resolve().parent / "results"
+TICK = os.sysconf("SC_CLK_TCK")
+
+# (stage, regex over a sample's frames joined root → leaf); the first that matches wins, so the
+# specific ones (a ledger write under dispatch) come before the general ones.
+STAGES: dict[str, list[tuple[str, str]]] = {
+    "bridge": [
+        ("ledger write", r"queue_jobs|insert_jobs|write_isolating|_write_rejects"),
+        ("celery publish", r"publish \(workers/queues\.py|kombu|redis/"),
+        ("decode + validate", r"parse_record|validate_message|contract\.py"),
+        ("offset commit", r"commit \(bridge/consumer\.py|offsets\.py"),
+        ("batching + assembly", r"batcher\.py|buckets\.py|workers/batch\.py|dispatch \(bridge/"
+                                r"consumer\.py|_accept \(bridge/consumer\.py"),
+        ("backpressure + vitals", r"apply_backpressure|vitals\.py|routing\.py|inflight\.py"),
+        ("kafka fetch", r"poll \(kafka/|kafka/"),
+    ],
+    "worker": [
+        ("inference", r"onnxruntime|engine/sessions\.py|engine/client\.py|_infer \(workers/"),
+        ("claim (running)", r"claim_jobs|expire_jobs"),
+        ("result + status write", r"_land \(workers/|finish_jobs|insert_results"),
+        ("pre/post-process", r"prepare|results \(models/|handler"),
+        ("metrics", r"agentq/metrics\.py"),
+        ("task decode", r"from_payload|json/|kombu/serialization|loads"),
+        ("celery + kombu", r"celery/|kombu/|billiard/|redis/"),
+    ],
+}
+
+
+# -- /proc CPU accounting --------------------------------------------------------------------
+def cpu_s(pid: int) -> float:
+    """utime + stime of a process (its threads included), in seconds; 0 when it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / TICK
+
+
+def children(pid: int) -> list[int]:
+    out = []
+    for p in Path("/proc").iterdir():
+        if p.name.isdigit():
+            try:
+                ppid = int((p / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            if ppid == pid:
+                out.append(int(p.name))
+    return out
+
+
+def descendants(pid: int) -> list[int]:
+    found, todo = [], [pid]
+    while todo:
+        kids = children(todo.pop())
+        found += kids
+        todo += kids
+    return found
+
+
+def by_cmdline(pattern: str) -> list[int]:
+    rx = re.compile(pattern)
+    pids = []
+    for p in Path("/proc").iterdir():
+        if p.name.isdigit():
+            try:
+                cmd = (p / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                continue
+            if rx.search(cmd):
+                pids.append(int(p.name))
+    return pids
+
+
+def snapshot(groups: dict[str, list[int]]) -> dict[str, float]:
+    return {name: sum(cpu_s(p) for p in pids) for name, pids in groups.items()}
+
+
+# -- py-spy samples → stages -------------------------------------------------------------------
+def classify(raw: Path, rules: list[tuple[str, str]]) -> Counter:
+    """Samples per stage from py-spy's raw (collapsed) output: ``frame;frame;... count``."""
+    compiled = [(stage, re.compile(rx)) for stage, rx in rules]
+    out: Counter = Counter()
+    for line in raw.read_text().splitlines() if raw.exists() else []:
+        stack, _, count = line.rpartition(" ")
+        if not count.isdigit():
+            continue
+        stage = next((s for s, rx in compiled if rx.search(stack)), "other")
+        out[stage] += int(count)
+    return out
+
+
+def spy(py_spy: str, pid: int, out: Path, subprocesses: bool = False) -> subprocess.Popen:
+    argv = [py_spy, "record", "--pid", str(pid), "--format", "raw", "--rate", "250",
+            "--nonblocking", "--output", str(out)]
+    if subprocesses:
+        argv.append("--subprocesses")
+    return subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+# -- the run -----------------------------------------------------------------------------------
+def run(settings: Settings, jobs: int, workers: int, py_spy: str | None,
+        timeout_s: float) -> dict[str, Any]:
+    s, env = isolated(settings, uuid.uuid4().hex[:8])
+    ensure_topics(s.kafka)
+    db = make_engine(s.worker_database_url, pool_size=2, app_name="agentq-bench-budget")
+    log_dir = Path(tempfile.mkdtemp(prefix="agentq-budget-"))
+    stack = Stack(env=env, log_dir=log_dir)
+    topic = s.kafka.jobs_topic
+
+    def count(where: str = "") -> int:
+        with db.connect() as conn:
+            return int(conn.execute(text(f"SELECT count(*) FROM jobs WHERE source_topic = :t "
+                                         f"{where}"), {"t": topic}).scalar_one())
+
+    try:
+        worker = stack.worker(concurrency=workers)
+        bridge = stack.bridge()
+        produce(s, synthetic_jobs("digits-mlp", 200, seed=1), 200, quiet=True)  # warm-up
+        deadline = time.monotonic() + timeout_s
+        while count("AND status = 'succeeded'") < 200:
+            if time.monotonic() > deadline:
+                raise TimeoutError(stack.logs())
+            time.sleep(0.2)
+        bridge.stop()
+        r0 = resource.getrusage(resource.RUSAGE_SELF)
+        produced = produce(s, synthetic_jobs("digits-mlp", jobs, seed=2), jobs)
+        r1 = resource.getrusage(resource.RUSAGE_SELF)
+        producer_cpu = (r1.ru_utime + r1.ru_stime) - (r0.ru_utime + r0.ru_stime)
+        bridge = stack.bridge()
+        base = count()
+        while count() == base:  # the bridge's start-up (imports, group join) is not counted
+            if time.monotonic() > deadline:
+                raise TimeoutError(stack.logs())
+            time.sleep(0.02)
+        groups = {
+            "bridge": [bridge.popen.pid],
+            "worker": [worker.popen.pid, *descendants(worker.popen.pid)],
+            "postgres": by_cmdline(r"^postgres"),
+            "redis": by_cmdline(r"redis-server"),
+            "kafka": by_cmdline(r"kafka\.Kafka"),
+        }
+        spies: dict[str, tuple[subprocess.Popen, Path]] = {}
+        if py_spy:
+            for name, pid, sub in (("bridge", bridge.popen.pid, False),
+                                   ("worker", worker.popen.pid, True)):
+                out = log_dir / f"{name}.spy"
+                spies[name] = (spy(py_spy, pid, out, sub), out)
+        t0, c0 = time.monotonic(), snapshot(groups)
+        total = base + jobs + 200
+        while count("AND status IN ('succeeded','failed','rejected','expired')") < total:
+            if time.monotonic() > deadline:
+                raise TimeoutError(stack.logs())
+            time.sleep(0.2)
+        t1, c1 = time.monotonic(), snapshot(groups)
+        for proc, _ in spies.values():
+            proc.send_signal(signal.SIGINT)
+        for proc, _ in spies.values():
+            proc.wait(60)
+        drained = total - base
+    finally:
+        stack.stop_all()
+        db.dispose()
+    wall = t1 - t0
+    per_job = {k: round((c1[k] - c0[k]) * 1e6 / drained, 1) for k in c0}
+    res: dict[str, Any] = {
+        "when": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
+        "loadavg_end": os.getloadavg(), "jobs": drained, "drain_s": round(wall, 2),
+        "jobs_per_s": round(drained / wall, 1), "workers": workers,
+        "cpu_us_per_job": {**per_job, "producer": round(producer_cpu * 1e6 / jobs, 1)},
+        "cpu_share_of_2_cores": {k: round((c1[k] - c0[k]) / wall / 2, 3) for k in c0},
+        "produce": produced, "logs": str(log_dir)}
+    if spies:
+        res["stages_us_per_job"] = {}
+        for name, (_, out) in spies.items():
+            samples = classify(out, STAGES[name])
+            n = sum(samples.values()) or 1
+            res["stages_us_per_job"][name] = {
+                stage: round(per_job[name] * c / n, 1) for stage, c in samples.most_common()}
+    return res
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="bench.stage_budget", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--jobs", type=int, default=60_000)
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--py-spy", default=os.environ.get("AGENTQ_PY_SPY"),
+                   help="a py-spy binary: split the bridge and worker CPU into stages")
+    p.add_argument("--timeout-s", type=float, default=600)
+    p.add_argument("--out", type=Path, default=RESULTS / "stage-budget.json")
+    p.add_argument("--label", default="", help="stored with the result (e.g. before/after)")
+    args = p.parse_args(argv)
+    res = run(Settings.from_env(), args.jobs, args.workers, args.py_spy, args.timeout_s)
+    res["label"] = args.label
+    res["loadavg_start"] = start_load
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(res, indent=2) + "\n")
+    print(json.dumps(res, indent=2))
+    return 0
+
+
+start_load = os.getloadavg()
+
+if __name__ == "__main__":
+    raise SystemExit(main())
