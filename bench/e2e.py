@@ -1,15 +1,20 @@
-"""End-to-end benchmark (`agentq bench e2e`): ceiling vs naive baseline vs agentq, one run.
+"""End-to-end benchmark (`agentq bench e2e`): ceiling vs the naive and celery-batches baselines vs
+agentq, one run.
 
 For each model (minilm-l6 only when registered):
 - **ceiling**: raw ONNX Runtime (the registry's active cpu variant) on pre-tokenised batches in
   arrival order, padded to each batch's longest, with as many threads as the agentq worker pool;
 - **naive**: one Celery task per job, PyTorch fp32, one INSERT per result (``bench.naive_tasks``),
   drained from a pre-loaded queue;
+- **celery_batches**: the same jobs, one task message each, to a ``celery_batches.Batches`` task
+  (flush every 256 or 50 ms), ONNX Runtime fp32, one COPY per flush (``bench.peers``), drained
+  from a pre-loaded queue;
 - **agentq**: Kafka → bridge → Celery → engine → Postgres, drained from a pre-loaded topic; then
   latency (produced → finished) at offered loads of 25/50/75% of the measured drain rate.
 
-Writes ``bench/results/e2e.json``, ``e2e.png`` and ``e2e.md``. Throughput of naive and agentq is
-measured from database timestamps (first to last result), so process start-up is not counted.
+Writes ``bench/results/e2e.json``, ``e2e.png`` and ``e2e.md``. Throughput of the baselines and
+agentq is measured from database timestamps (first to last result), so process start-up is not
+counted.
 """
 
 from __future__ import annotations
@@ -303,13 +308,15 @@ def _wait(count: Any, total: int, label: str, timeout_s: float, stack: Stack) ->
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--digits", type=int, default=100_000, help="digits-mlp backlog for agentq")
     p.add_argument("--minilm", type=int, default=10_000, help="minilm-l6 backlog for agentq")
-    p.add_argument("--naive-digits", type=int, default=20_000)
+    p.add_argument("--naive-digits", type=int, default=20_000,
+                   help="digits-mlp jobs for each baseline (naive, celery-batches)")
     p.add_argument("--naive-minilm", type=int, default=2_000)
-    p.add_argument("--workers", type=int, default=2, help="worker processes (agentq and naive)")
+    p.add_argument("--workers", type=int, default=2, help="worker processes (agentq, baselines)")
     p.add_argument("--loads", default="0.25,0.5,0.75")
     p.add_argument("--load-s", type=float, default=15.0, help="seconds per offered load")
     p.add_argument("--models", default="digits-mlp,minilm-l6")
-    p.add_argument("--skip", default="", help="comma list of phases: ceiling,naive,agentq")
+    p.add_argument("--skip", default="",
+                   help="comma list of phases: ceiling,naive,celery_batches,agentq")
     p.add_argument("--out", type=Path, default=RESULTS)
     p.add_argument("--timeout-s", type=float, default=900)
     p.add_argument("--seed", type=int, default=0)
@@ -319,7 +326,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def register(sub: Any) -> None:
-    p = sub.add_parser("e2e", help="ceiling vs naive vs agentq, drain and latency at offered loads",
+    p = sub.add_parser("e2e", help="ceiling vs naive vs celery-batches vs agentq, drain and "
+                       "latency at offered loads",
                        description=__doc__,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     add_arguments(p)
@@ -368,6 +376,11 @@ def command(args: argparse.Namespace, settings: Any) -> int:
             if "naive" not in skip and n_naive:
                 m["naive"] = naive(settings, owner, model, jobs[:n_naive], args.workers,
                                    log_dir, args.timeout_s)
+            if "celery_batches" not in skip and n_naive:
+                from bench.peers import celery_batches_baseline
+
+                m["celery_batches"] = celery_batches_baseline(
+                    settings, owner, model, jobs[:n_naive], args.workers, log_dir, args.timeout_s)
             if "agentq" not in skip:
                 m["agentq"] = agentq(settings, db, model, jobs, args.workers, loads, args.load_s,
                                      log_dir, args.timeout_s, args.seed)

@@ -16,8 +16,10 @@ console = Console(stderr=True)
 def ratios(m: dict[str, Any]) -> dict[str, float | None]:
     a = m.get("agentq", {}).get("drain", {}).get("jobs_per_s")
     n = m.get("naive", {}).get("jobs_per_s")
+    b = m.get("celery_batches", {}).get("jobs_per_s")
     c = m.get("ceiling", {}).get("jobs_per_s")
     return {"agentq_vs_naive": round(a / n, 2) if a and n else None,
+            "agentq_vs_celery_batches": round(a / b, 2) if a and b else None,
             "agentq_vs_ceiling": round(a / c, 3) if a and c else None}
 
 
@@ -29,18 +31,22 @@ def write_markdown(res: dict[str, Any], path: Path) -> None:
              f"{res['meta']['when']} · {res['meta']['machine']} · {res['meta']['cpus']} CPUs · "
              f"{res['meta']['workers']} worker processes · bridge max_wait_ms "
              f"{res['meta']['max_wait_ms']}", "",
-             "| model | jobs (agentq / naive) | ceiling jobs/s | naive jobs/s | agentq jobs/s | "
-             "agentq ÷ naive | agentq ÷ ceiling | avg batch | padding (ceiling → agentq) |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "| model | jobs (agentq / naive / celery-batches) | ceiling jobs/s | naive jobs/s | "
+             "celery-batches jobs/s | agentq jobs/s | agentq ÷ naive | agentq ÷ celery-batches | "
+             "agentq ÷ ceiling | avg batch | padding (ceiling → agentq) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for model, m in res["models"].items():
         r, c, n = m["ratios"], m.get("ceiling", {}), m.get("naive", {})
+        b = m.get("celery_batches", {})
         d = m.get("agentq", {}).get("drain", {})
         pad = (f"{c['padding_ratio']} → {d.get('padding_ratio', '–')}"
                if "padding_ratio" in c else "–")
-        lines.append(f"| {model} | {d.get('jobs', '–')} / {n.get('jobs', '–')} | "
-                     f"{c.get('jobs_per_s', '–')} | {n.get('jobs_per_s', '–')} | "
-                     f"{d.get('jobs_per_s', '–')} | {r['agentq_vs_naive'] or '–'} | "
-                     f"{r['agentq_vs_ceiling'] or '–'} | {d.get('avg_batch', '–')} | {pad} |")
+        lines.append(f"| {model} | {d.get('jobs', '–')} / {n.get('jobs', '–')} / "
+                     f"{b.get('jobs', '–')} | {c.get('jobs_per_s', '–')} | "
+                     f"{n.get('jobs_per_s', '–')} | {b.get('jobs_per_s', '–')} | "
+                     f"{d.get('jobs_per_s', '–')} | {r.get('agentq_vs_naive') or '–'} | "
+                     f"{r.get('agentq_vs_celery_batches') or '–'} | "
+                     f"{r.get('agentq_vs_ceiling') or '–'} | {d.get('avg_batch', '–')} | {pad} |")
     lines += ["", "Latency, produced → finished, at offered loads (fraction of the measured "
               "agentq drain rate):", "",
               "| model | load | offered jobs/s | p50 ms | p95 ms | p99 ms | kafka ms | "
@@ -55,7 +61,9 @@ def write_markdown(res: dict[str, Any], path: Path) -> None:
                          f"{lat['avg_batch']} |")
     lines += ["", "Ceiling: raw ONNX Runtime, pre-tokenised batches in arrival order padded to "
               "each batch's longest, threads = worker processes. Naive: one Celery task per job, "
-              "PyTorch fp32, one INSERT per result. agentq: Kafka → bridge → Celery → engine → "
+              "PyTorch fp32, one INSERT per result. celery-batches: one task message per job to a "
+              "`celery_batches.Batches` task (flush every 256 or 50 ms), ONNX Runtime fp32, one "
+              "COPY per flush. agentq: Kafka → bridge → Celery → engine → "
               "Postgres. Throughput from database timestamps (first received → last finished).",
               ""]
     path.write_text("\n".join(lines))
@@ -69,13 +77,15 @@ def plot(res: dict[str, Any], path: Path) -> None:
 
     models = list(res["models"])
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
-    kinds = ["ceiling", "naive", "agentq"]
+    kinds = ["ceiling", "naive", "celery_batches", "agentq"]
+    width = 0.8 / len(kinds)
     for k, kind in enumerate(kinds):
         vals = []
         for m in models:
             d = res["models"][m].get(kind, {})
             vals.append((d.get("drain", d)).get("jobs_per_s") or 0)
-        axes[0].bar(np.arange(len(models)) + (k - 1) * 0.27, vals, 0.27, label=kind)
+        axes[0].bar(np.arange(len(models)) + (k - (len(kinds) - 1) / 2) * width, vals, width,
+                    label=kind.replace("_", "-"))
     axes[0].set_xticks(range(len(models)), models)
     axes[0].set_yscale("log")
     axes[0].set_ylabel("jobs/s (drain, log scale)")
