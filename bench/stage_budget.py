@@ -186,7 +186,7 @@ def run(settings: Settings, jobs: int, workers: int, py_spy: str | None,
                 out = log_dir / f"{name}.spy"
                 spies[name] = (spy(py_spy, pid, out, sub), out)
         t0, c0 = time.monotonic(), snapshot(groups)
-        total = base + jobs + 200
+        total = base + jobs  # base holds the warm-up rows
         while count("AND status IN ('succeeded','failed','rejected','expired')") < total:
             if time.monotonic() > deadline:
                 raise TimeoutError(stack.logs())
