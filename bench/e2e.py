@@ -39,6 +39,7 @@ from sqlalchemy import Engine, text
 
 from agentq.config import Settings
 from bench.e2e_report import merge, ratios, write_all
+from bench.models_bench import cpu_session, registry_file
 from ops.stack import Stack
 from producers.cli import produce
 from producers.contract import JobMessage
@@ -79,16 +80,9 @@ def make_jobs(model: str, n: int, seed: int) -> list[JobMessage]:
 # -- ceiling -----------------------------------------------------------------------------------
 def ceiling(settings: Settings, db: Engine, model: str, jobs: list[JobMessage],
             threads: int) -> dict[str, Any]:
-    import onnxruntime as ort
-
     with db.connect() as conn:
         row = active_variant(conn, model, "cpu")
-    path = Path(row["path"])
-    path = path if path.is_absolute() else settings.worker.models_dir / path
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.inter_op_num_threads = 1
-    sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    sess = cpu_session(registry_file(settings, row["path"]), threads)
     names = [i.name for i in sess.get_inputs()]
     b = BATCH[model]
     batches: list[dict[str, np.ndarray]] = []

@@ -75,7 +75,8 @@ def _minilm_inputs(batch: int, length: int) -> tuple[np.ndarray, np.ndarray]:
     return ids, np.ones_like(ids)
 
 
-def _ort(path: Path, threads: int) -> Any:
+def cpu_session(path: Path, threads: int) -> Any:
+    """An ONNX Runtime CPU session with ``threads`` intra-op threads (every bench uses this)."""
     import onnxruntime as ort
 
     so = ort.SessionOptions()
@@ -84,6 +85,12 @@ def _ort(path: Path, threads: int) -> Any:
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     so.log_severity_level = 3
     return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+
+
+def registry_file(settings: Any, path: str) -> Path:
+    """A registry row's model path: absolute, or relative to the workers' models directory."""
+    p = Path(path)
+    return p if p.is_absolute() else settings.worker.models_dir / p
 
 
 def _files(manifest: dict[str, Any], models_dir: Path) -> dict[str, Path]:
@@ -113,7 +120,7 @@ def minilm_runners(manifest: dict[str, Any], models_dir: Path, threads: int
         files["fused"] = Path(tempfile.mkdtemp(prefix="agentq-fused-")) / "fused.onnx"
         fuse(files["fp32"], files["fused"])
     for engine, variant in (("ort-fp32", "fp32"), ("ort-fused", "fused"), ("ort-int8", "int8")):
-        sess = _ort(files[variant], threads)
+        sess = cpu_session(files[variant], threads)
         runners[engine] = (lambda s: lambda ids, mask: s.run(
             None, {"input_ids": ids, "attention_mask": mask}))(sess)
     return runners
@@ -135,7 +142,7 @@ def digits_runners(manifest: dict[str, Any], models_dir: Path, threads: int
 
     runners["torch-fp32"] = torch_run
     for engine, variant in (("ort-fp32", "fp32"), ("ort-int8", "int8")):
-        sess = _ort(files[variant], threads)
+        sess = cpu_session(files[variant], threads)
         runners[engine] = (lambda s: lambda x: s.run(None, {"pixels": x}))(sess)
     return runners
 

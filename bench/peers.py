@@ -53,16 +53,11 @@ _state: dict[str, Any] = {}
 def _session() -> Any:
     """The fp32 ONNX Runtime session and the model's own input handler, once per process."""
     if "session" not in _state:
-        import onnxruntime as ort
-
+        from bench.models_bench import cpu_session
         from models.catalog import spec
 
         path = Path(os.environ["AGENTQ_PEER_MODEL_PATH"])
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = 1
-        opts.inter_op_num_threads = 1
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        sess = cpu_session(path, 1)
         _state["session"] = sess
         _state["inputs"] = [i.name for i in sess.get_inputs()]
         _state["handler"] = spec(os.environ["AGENTQ_PEER_MODEL"]).make_handler(path.parent)
@@ -125,6 +120,7 @@ def fp32_model(settings: Settings, owner: Engine, model: str) -> tuple[Path, str
     version has no fp32 one) and the variant's name."""
     from sqlalchemy import text
 
+    from bench.models_bench import registry_file
     from storage.registry import active_variant
 
     with owner.connect() as conn:
@@ -133,8 +129,7 @@ def fp32_model(settings: Settings, owner: Engine, model: str) -> tuple[Path, str
                                 "version = :v AND device = 'cpu' AND variant = 'fp32'"),
                            {"n": model, "v": active["version"]}).mappings().first()
     chosen: Any = row or active
-    path = Path(chosen["path"])
-    return (path if path.is_absolute() else settings.worker.models_dir / path), chosen["variant"]
+    return registry_file(settings, chosen["path"]), chosen["variant"]
 
 
 def celery_batches_baseline(settings: Settings, owner: Engine, model: str,
