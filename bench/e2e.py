@@ -283,7 +283,8 @@ def _progress(items: list[Any], label: str, every: int = 500):
         progress.update(task, completed=len(items))
 
 
-def _wait(count: Any, total: int, label: str, timeout_s: float, stack: Stack) -> None:
+def _wait(count: Any, total: int, label: str, timeout_s: float, stack: Stack,
+          interval_s: float = 0.5) -> None:
     end = time.monotonic() + timeout_s
     with Progress(TextColumn(f"[bold]{label}"), BarColumn(), MofNCompleteColumn(),
                   TimeElapsedColumn(), console=console) as progress:
@@ -296,7 +297,7 @@ def _wait(count: Any, total: int, label: str, timeout_s: float, stack: Stack) ->
             if time.monotonic() > end:
                 console.print(stack.logs(), markup=False)
                 raise TimeoutError(f"{label}: {done}/{total} after {timeout_s:.0f}s")
-            time.sleep(0.5)
+            time.sleep(interval_s)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
