@@ -21,60 +21,30 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import platform
-import random
 import sys
 import tempfile
 import time
 import uuid
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from sqlalchemy import Engine, text
 
 from agentq.config import Settings
 from bench.e2e_report import merge, ratios, write_all
 from bench.models_bench import cpu_session, registry_file
+from bench.workload import console, isolated, make_jobs, progress, scalar, wait
 from ops.stack import Stack
 from producers.cli import produce
 from producers.contract import JobMessage
-from producers.synthetic import sentence, synthetic_jobs
 from producers.topics import ensure_topics
 from storage.db import make_engine
 from storage.registry import active_variant, registered_names
 
 RESULTS = Path(__file__).resolve().parent / "results"
 BATCH = {"digits-mlp": 256, "minilm-l6": 64}  # what the bridge forms (bridge.consumer)
-console = Console(stderr=True)
-
-
-# -- workloads ---------------------------------------------------------------------------------
-def mixed_texts(n: int, seed: int = 7, lo: int = 5, hi: int = 120) -> list[str]:
-    """Texts whose token counts spread over lo..hi, skewed short (log-uniform word targets)."""
-    rng = random.Random(seed)
-    words: list[str] = []
-    out = []
-    for _ in range(n):
-        target = int(math.exp(rng.uniform(math.log(lo), math.log(hi))))
-        k = max(2, int(target * 0.8) - 2)  # ~1.2 tokens per word for these sentences
-        while len(words) < k:
-            words += sentence(rng).split()
-        out.append(" ".join(words[:k]))
-        words = words[k:]
-    return out
-
-
-def make_jobs(model: str, n: int, seed: int) -> list[JobMessage]:
-    if model == "digits-mlp":
-        return list(synthetic_jobs(model, n, seed=seed))
-    rng = random.Random(seed)
-    return [JobMessage.new(model, {"text": t}, tenant=f"tenant-{rng.randrange(8)}")
-            for t in mixed_texts(n, seed)]
 
 
 # -- ceiling -----------------------------------------------------------------------------------
@@ -94,7 +64,7 @@ def ceiling(settings: Settings, db: Engine, model: str, jobs: list[JobMessage],
         from models.tokenizer import TextTokenizer, package_model_dir
 
         tok = TextTokenizer.from_dir(package_model_dir())
-        for i in _progress(list(range(0, len(jobs), b)), f"ceiling {model}: tokenise", every=10):
+        for i in progress(list(range(0, len(jobs), b)), f"ceiling {model}: tokenise", every=10):
             enc = tok.encode([j.input["text"] for j in jobs[i:i + b]])
             feeds = {"input_ids": enc.input_ids, "attention_mask": enc.attention_mask,
                      "token_type_ids": np.zeros_like(enc.input_ids)}
@@ -104,7 +74,7 @@ def ceiling(settings: Settings, db: Engine, model: str, jobs: list[JobMessage],
     sess.run(None, batches[0])  # warm-up
     times = []
     t0 = time.perf_counter()
-    for feeds in _progress(batches, f"ceiling {model}: run", every=10):
+    for feeds in progress(batches, f"ceiling {model}: run", every=10):
         t = time.perf_counter()
         sess.run(None, feeds)
         times.append(time.perf_counter() - t)
@@ -133,7 +103,7 @@ def naive(settings: Settings, owner: Engine, model: str, jobs: list[JobMessage],
     try:
         naive_app.conf.broker_url = settings.redis_url
         with naive_app.producer_or_acquire() as producer:  # pre-load the queue
-            for j in _progress(jobs, f"naive {model}: queue tasks"):
+            for j in progress(jobs, f"naive {model}: queue tasks"):
                 naive_app.send_task("naive.infer", args=[j.job_id, model, j.input], queue=queue,
                                     producer=producer)
         stack.start("naive", [sys.executable, "-m", "celery", "-A", "bench.naive_tasks", "worker",
@@ -141,7 +111,7 @@ def naive(settings: Settings, owner: Engine, model: str, jobs: list[JobMessage],
                               "--without-gossip", "--without-mingle", "--without-heartbeat",
                               "-n", f"naive-{tag}@%h", "-l", "WARNING"], {"C_FORCE_ROOT": "1"})
         count_sql = text(f"SELECT count(*) FROM {table}")
-        _wait(lambda: _scalar(owner, count_sql), len(jobs), f"naive {model}: drain", timeout_s,
+        wait(lambda: scalar(owner, count_sql), len(jobs), f"naive {model}: drain", timeout_s,
               stack)
         with owner.connect() as conn:
             n, first, last = conn.execute(text(
@@ -159,22 +129,12 @@ def naive(settings: Settings, owner: Engine, model: str, jobs: list[JobMessage],
 
 
 # -- agentq ------------------------------------------------------------------------------------
-def isolated(settings: Settings, tag: str) -> tuple[Settings, dict[str, str]]:
-    kafka = replace(settings.kafka, jobs_topic=f"agentq.e2e.{tag}",
-                    dlq_topic=f"agentq.e2e.{tag}.dlq", group_id=f"agentq-e2e-{tag}")
-    s = replace(settings, kafka=kafka, queue_prefix=f"e2e{tag}.")
-    env = {"AGENTQ_KAFKA_JOBS_TOPIC": kafka.jobs_topic, "AGENTQ_KAFKA_DLQ_TOPIC": kafka.dlq_topic,
-           "AGENTQ_KAFKA_GROUP_ID": kafka.group_id, "AGENTQ_QUEUE_PREFIX": s.queue_prefix,
-           "AGENTQ_LOG_LEVEL": "WARNING"}
-    return s, env
-
-
 def _send(s: Settings, jobs: list[JobMessage], rate: float = 0.0) -> dict[str, Any]:
     return produce(s, iter(jobs), len(jobs), rate=rate)
 
 
 def _terminal(db: Engine, ids: list[str]) -> int:
-    return _scalar(db, text("SELECT count(*) FROM jobs WHERE job_id = ANY(CAST(:ids AS uuid[])) "
+    return scalar(db, text("SELECT count(*) FROM jobs WHERE job_id = ANY(CAST(:ids AS uuid[])) "
                             "AND status IN ('succeeded','failed','rejected','expired')"),
                    {"ids": ids})
 
@@ -218,14 +178,14 @@ def agentq(settings: Settings, db: Engine, model: str, jobs: list[JobMessage], w
         bridge = stack.bridge()
         warm = make_jobs(model, 200, seed + 1)  # warm: worker sessions, bridge, consumer group
         _send(s, warm)
-        _wait(lambda: _terminal(db, [j.job_id for j in warm]), len(warm),
+        wait(lambda: _terminal(db, [j.job_id for j in warm]), len(warm),
               f"agentq {model}: warm-up", timeout_s, stack)
         bridge.stop()  # pre-load the backlog while no bridge reads it
         console.print(f"agentq {model}: pre-loading {len(jobs)} jobs")
         out["produce"] = _send(s, jobs)
         stack.bridge()
         ids = [j.job_id for j in jobs]
-        _wait(lambda: _terminal(db, ids), len(ids), f"agentq {model}: drain", timeout_s, stack)
+        wait(lambda: _terminal(db, ids), len(ids), f"agentq {model}: drain", timeout_s, stack)
         with db.connect() as conn:
             d = conn.execute(DRAIN_SQL, {"ids": ids}).one()
             pad = conn.execute(PADDING_SQL, {"ids": ids}).one()
@@ -244,7 +204,7 @@ def agentq(settings: Settings, db: Engine, model: str, jobs: list[JobMessage], w
                           f"for {load_s:.0f} s")
             sent = _send(s, batch, rate=rate)
             bids = [j.job_id for j in batch]
-            _wait(lambda b=bids: _terminal(db, b), len(bids), f"agentq {model}: {frac:.0%}",
+            wait(lambda b=bids: _terminal(db, b), len(bids), f"agentq {model}: {frac:.0%}",
                   timeout_s, stack)
             with db.connect() as conn:
                 lat = conn.execute(LATENCY_SQL, {"ids": bids}).one()
@@ -264,40 +224,6 @@ def agentq(settings: Settings, db: Engine, model: str, jobs: list[JobMessage], w
 
         redis.Redis.from_url(s.redis_url).delete(s.queue_prefix + "cpu", s.queue_prefix + "gpu")
     return out
-
-
-# -- helpers -----------------------------------------------------------------------------------
-def _scalar(db: Engine, sql: Any, params: dict[str, Any] | None = None) -> int:
-    with db.connect() as conn:
-        return int(conn.execute(sql, params or {}).scalar_one())
-
-
-def _progress(items: list[Any], label: str, every: int = 500):
-    with Progress(TextColumn(f"[bold]{label}"), BarColumn(), MofNCompleteColumn(),
-                  TimeElapsedColumn(), console=console) as progress:
-        task = progress.add_task(label, total=len(items))
-        for i, item in enumerate(items):
-            yield item
-            if i % every == 0:
-                progress.update(task, completed=i)
-        progress.update(task, completed=len(items))
-
-
-def _wait(count: Any, total: int, label: str, timeout_s: float, stack: Stack,
-          interval_s: float = 0.5) -> None:
-    end = time.monotonic() + timeout_s
-    with Progress(TextColumn(f"[bold]{label}"), BarColumn(), MofNCompleteColumn(),
-                  TimeElapsedColumn(), console=console) as progress:
-        task = progress.add_task(label, total=total)
-        while True:
-            done = count()
-            progress.update(task, completed=done)
-            if done >= total:
-                return
-            if time.monotonic() > end:
-                console.print(stack.logs(), markup=False)
-                raise TimeoutError(f"{label}: {done}/{total} after {timeout_s:.0f}s")
-            time.sleep(interval_s)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

@@ -142,7 +142,7 @@ def celery_batches_baseline(settings: Settings, owner: Engine, model: str,
     import redis
     from sqlalchemy import text
 
-    from bench.e2e import _progress, _scalar, _wait
+    from bench.workload import progress, scalar, wait
     from ops.stack import Stack
 
     path, variant = fp32_model(settings, owner, model)
@@ -161,7 +161,7 @@ def celery_batches_baseline(settings: Settings, owner: Engine, model: str,
         app.conf.broker_url = settings.redis_url
         t0 = time.perf_counter()
         with app.producer_or_acquire() as producer:  # pre-load the queue
-            for j in _progress(jobs, f"celery-batches {model}: queue tasks"):
+            for j in progress(jobs, f"celery-batches {model}: queue tasks"):
                 infer.apply_async(args=[j.job_id, model, j.input], queue=queue,
                                   producer=producer)
         publish_s = time.perf_counter() - t0
@@ -171,7 +171,7 @@ def celery_batches_baseline(settings: Settings, owner: Engine, model: str,
             "--without-gossip", "--without-mingle", "--without-heartbeat",
             "-n", f"peer-{tag}@%h", "-l", "WARNING"], {"C_FORCE_ROOT": "1"})
         done_sql = text(f"SELECT count(DISTINCT job_id) FROM {table}")
-        _wait(lambda: _scalar(owner, done_sql), len(jobs), f"celery-batches {model}: drain",
+        wait(lambda: scalar(owner, done_sql), len(jobs), f"celery-batches {model}: drain",
               timeout_s, stack)
         with owner.connect() as conn:
             d = conn.execute(text(
@@ -204,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
     import tempfile
 
     from agentq.config import Settings
-    from bench.e2e import make_jobs
+    from bench.workload import make_jobs
     from storage.db import make_engine
 
     p = argparse.ArgumentParser(prog="python -m bench.peers", description=main.__doc__)

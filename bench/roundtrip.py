@@ -28,7 +28,7 @@ from rich.console import Console
 from sqlalchemy import text
 
 from agentq.config import Settings
-from bench.e2e import isolated, make_jobs
+from bench.workload import isolated, make_jobs
 from ops.stack import Stack
 from producers.client import JobClient
 from producers.topics import delete_topics, ensure_topics

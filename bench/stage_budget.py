@@ -31,7 +31,7 @@ from typing import Any
 from sqlalchemy import text
 
 from agentq.config import Settings
-from bench.e2e import _wait, isolated
+from bench.workload import isolated, wait
 from ops.stack import Stack
 from producers.cli import produce
 from producers.synthetic import synthetic_jobs
@@ -159,10 +159,10 @@ def run(settings: Settings, jobs: int, workers: int, py_spy: str | None,
         produce(s, synthetic_jobs("digits-mlp", 200, seed=1), 200, quiet=True)  # warm-up
         deadline = time.monotonic() + timeout_s
 
-        def wait(counter: Any, total: int, label: str, interval_s: float) -> None:
-            _wait(counter, total, label, deadline - time.monotonic(), stack, interval_s)
+        def until(counter: Any, total: int, label: str, interval_s: float) -> None:
+            wait(counter, total, label, deadline - time.monotonic(), stack, interval_s)
 
-        wait(lambda: count("AND status = 'succeeded'"), 200, "warm-up", 0.2)
+        until(lambda: count("AND status = 'succeeded'"), 200, "warm-up", 0.2)
         bridge.stop()
         r0 = resource.getrusage(resource.RUSAGE_SELF)
         produced = produce(s, synthetic_jobs("digits-mlp", jobs, seed=2), jobs)
@@ -171,7 +171,7 @@ def run(settings: Settings, jobs: int, workers: int, py_spy: str | None,
         bridge = stack.bridge()
         base = count()
         # the bridge's start-up (imports, group join) is not counted: measure from its first row
-        wait(count, base + 1, "bridge start", 0.02)
+        until(count, base + 1, "bridge start", 0.02)
         groups = {
             "bridge": [bridge.popen.pid],
             "worker": [worker.popen.pid, *descendants(worker.popen.pid)],
@@ -187,7 +187,7 @@ def run(settings: Settings, jobs: int, workers: int, py_spy: str | None,
                 spies[name] = (spy(py_spy, pid, out, sub), out)
         t0, c0 = time.monotonic(), snapshot(groups)
         total = base + jobs  # base holds the warm-up rows
-        wait(lambda: count("AND status IN ('succeeded','failed','rejected','expired')"), total,
+        until(lambda: count("AND status IN ('succeeded','failed','rejected','expired')"), total,
              "drain", 0.2)
         t1, c1 = time.monotonic(), snapshot(groups)
         for proc, _ in spies.values():

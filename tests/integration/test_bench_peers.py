@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from sqlalchemy import text
 
-from bench.e2e import make_jobs
+from bench.workload import make_jobs
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 

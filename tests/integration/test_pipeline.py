@@ -120,7 +120,7 @@ def test_minilm_batches_carry_less_padding_than_arrival_order(stack, worker_db):
     with worker_db.connect() as conn:
         require("minilm-l6" in registered_names(conn),
                 "minilm-l6 is not registered (agentq models build minilm-l6)")
-    from bench.e2e import mixed_texts
+    from bench.workload import mixed_texts
 
     # Given a backlog of mixed-length texts (5..120 tokens) and a bridge with a long window,
     s = stack.settings
