@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import threading
 import time
 import uuid
 from collections import Counter
@@ -87,6 +88,33 @@ def kcat_produce(settings: Settings, values: Sequence[bytes]) -> None:
     for v in values:
         subprocess.run(["kcat", "-P", "-b", settings.kafka.bootstrap_servers,
                         "-t", settings.kafka.jobs_topic], input=v, check=True, timeout=30)
+
+
+def _succeeded_of(db: Any, ids: Sequence[str]) -> int:
+    with db.connect() as conn:
+        return int(conn.execute(text(
+            "SELECT count(*) FROM jobs WHERE job_id = ANY(CAST(:ids AS uuid[])) AND "
+            "status = 'succeeded'"), {"ids": list(ids)}).scalar_one())
+
+
+def warm_stream(settings: Settings, db: Any, n: int = 240, pace_s: float = 1.0,
+                progress: int = 20) -> tuple[list[JobMessage], threading.Thread]:
+    """A few warm-up jobs through the running bridge and worker first, then ``n`` jobs in steps
+    of 20 every ``pace_s`` on a thread, returned once ``progress`` of them succeeded: the stream
+    is still running when a fault is injected next, however long the processes took to start
+    (a stream started while the worker still loads could be done before the fault, and the row
+    would prove nothing). Returns (every job, warm-up included; the producing thread)."""
+    warm = digits_jobs(8)
+    produce(settings, warm)
+    wait_for(lambda: _succeeded_of(db, [j.job_id for j in warm]) >= len(warm), 90,
+             what="the warm-up jobs")
+    jobs = digits_jobs(n)
+    t = threading.Thread(target=produce, args=(settings, jobs), kwargs={"pace_s": pace_s},
+                         daemon=True)
+    t.start()
+    wait_for(lambda: _succeeded_of(db, [j.job_id for j in jobs]) >= progress, 90,
+             what="some progress")
+    return warm + jobs, t
 
 
 @dataclass

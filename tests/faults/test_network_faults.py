@@ -4,7 +4,6 @@ address (what a proxy can cover for Kafka: see tests/faults/proxy.py)."""
 
 from __future__ import annotations
 
-import threading
 import time
 
 import pytest
@@ -16,6 +15,7 @@ from tests.faults.harness import (
     cut_tcp_connections,
     digits_jobs,
     produce,
+    warm_stream,
 )
 from tests.faults.proxy import Proxy
 from tests.support import wait_for
@@ -58,19 +58,7 @@ def test_delay_blackhole_and_reset_towards_a_service_lose_no_job(
     proxy = proxies[service]
     faulty.worker()
     faulty.bridge("--max-batch", "8")
-    # (warm first: a stream started while the worker still loads could be done before the
-    # fault, and the row would prove nothing)
-    warm = digits_jobs(8)
-    produce(s, warm)
-    wait_for(lambda: _succeeded(worker_db, s.kafka.jobs_topic) >= len(warm), 90,
-             what="the warm-up jobs")
-    stream_jobs = digits_jobs(240)
-    jobs = warm + stream_jobs
-    stream = threading.Thread(target=produce, args=(s, stream_jobs), kwargs={"pace_s": 1.0},
-                              daemon=True)
-    stream.start()
-    wait_for(lambda: _succeeded(worker_db, s.kafka.jobs_topic) >= len(warm) + 20, 90,
-             what="some progress")
+    jobs, stream = warm_stream(s, worker_db)
     assert_in_flight(worker_db, s.kafka.jobs_topic, len(jobs))
     # when the link gets 300 ms of latency, then a 6 s partition, then every connection reset,
     try:

@@ -4,7 +4,6 @@ restores the service in a finally (the ``restore`` fixture) before it checks the
 
 from __future__ import annotations
 
-import threading
 import time
 
 import pytest
@@ -16,6 +15,7 @@ from tests.faults.harness import (
     digits_jobs,
     produce,
     services_sh,
+    warm_stream,
 )
 from tests.support import wait_for
 
@@ -31,23 +31,12 @@ def _succeeded(db, topic) -> int:
         return 0
 
 
-def _stream(settings, jobs, pace_s=1.0) -> threading.Thread:
-    """Produce ``jobs`` in steps of 20 every ``pace_s`` (240 jobs: about 12 s), so the stream is
-    still running when the fault hits."""
-    t = threading.Thread(target=produce, args=(settings, jobs), kwargs={"pace_s": pace_s},
-                         daemon=True)
-    t.start()
-    return t
-
-
 def test_postgres_restarted_immediately_loses_no_job(faulty, worker_db, restore):
     # Given a steady stream through a bridge and a worker,
     s = faulty.settings
     faulty.worker()
     faulty.bridge("--max-batch", "8")
-    jobs = digits_jobs(240)
-    producer = _stream(s, jobs)
-    wait_for(lambda: _succeeded(worker_db, s.kafka.jobs_topic) >= 20, 90, what="some progress")
+    jobs, producer = warm_stream(s, worker_db)
     assert_in_flight(worker_db, s.kafka.jobs_topic, len(jobs))
     # when PostgreSQL is restarted in immediate mode (crash recovery, connections cut),
     try:
@@ -94,9 +83,7 @@ def test_redis_restarted_under_a_running_worker_loses_no_job(faulty, worker_db, 
     s = faulty.settings
     worker = faulty.worker()
     faulty.bridge("--max-batch", "8")
-    jobs = digits_jobs(240)
-    producer = _stream(s, jobs)
-    wait_for(lambda: _succeeded(worker_db, s.kafka.jobs_topic) >= 20, 90, what="some progress")
+    jobs, producer = warm_stream(s, worker_db)
     assert_in_flight(worker_db, s.kafka.jobs_topic, len(jobs))
     # when Redis is restarted without persistence under it,
     try:
