@@ -35,7 +35,7 @@ from agentq import metrics
 from agentq.config import Settings
 from agentq.log import get_logger
 from producers.contract import RejectReason
-from producers.dlq import dead_letter_and_mark
+from producers.dlq import SEND_WINDOW_S, dead_letter_and_mark
 from storage.db import connection, transaction
 from storage.errors import StorageUnavailable
 from storage.ledger import expire_jobs, fail_jobs
@@ -111,8 +111,8 @@ class Reaper:
     def send_owed_dead_letters(self) -> int:
         """DLQ copies of failed jobs that were never acknowledged (their send failed, or the
         process sending them died): sent again until the DLQ takes them."""
-        with connection(self.db) as conn:
-            owed = owed_dead_letters(conn, older_than_s=max(5.0, self.lease_s / 4))
+        with transaction(self.db) as conn:  # claimed: no other sender takes them meanwhile
+            owed = owed_dead_letters(conn, older_than_s=max(SEND_WINDOW_S, self.lease_s / 4))
         if not owed:
             return 0
         sent = dead_letter_and_mark(self.db, self._dead_letters(), owed)

@@ -4,6 +4,7 @@ that failed) and the reaper (jobs lost too often)."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -16,6 +17,13 @@ from producers.contract import JobMessage
 from producers.jsonsafe import printable
 
 log = get_logger("agentq.dlq")
+
+# The longest a sender spends on one call of ``dead_letter``: its producer connecting, a send
+# blocked on metadata (``max_block_ms``), the acks (``ACK_WAIT_S`` in all). The reaper re-sends
+# an unacknowledged copy only after this much more has passed (``storage.recovery``), so a slow
+# sender and the reaper do not both send one.
+ACK_WAIT_S = 10.0
+SEND_WINDOW_S = 30.0
 
 REPLAY_HEADER = "agentq-replay-of"  # set by `agentq dlq replay`: the DLQ record re-submitted
 
@@ -70,7 +78,7 @@ def dlq_value(row: Mapping[str, Any]) -> bytes:
                       reply_to=row.get("reply_to")).encode()
 
 
-def dead_letter(dlq: Any, rows: Sequence[Mapping[str, Any]], timeout_s: float = 10.0
+def dead_letter(dlq: Any, rows: Sequence[Mapping[str, Any]], timeout_s: float = ACK_WAIT_S
                 ) -> list[str]:
     """Send a DLQ copy of each failed ledger row; returns the job_ids the DLQ acknowledged.
     A copy that fails is not lost: its row keeps ``dlq_at`` empty and the reaper sends it again
@@ -83,8 +91,9 @@ def dead_letter(dlq: Any, rows: Sequence[Mapping[str, Any]], timeout_s: float = 
             dlq_value(r), r.get("reason") or "FAILED", r.get("error") or "",
             topic=r.get("source_topic"), partition=r.get("source_partition"),
             offset=r.get("source_offset"), job_id=str(r["job_id"]))) for r in rows]
+        deadline = time.monotonic() + timeout_s  # for all the acks, not for each
         for job_id, f in futures:
-            f.get(timeout=timeout_s)
+            f.get(timeout=max(0.0, deadline - time.monotonic()))
             acked.append(job_id)
     except Exception as e:  # the reaper sends the rest again; the ledger says failed
         log.warning("dlq_copy_deferred", jobs=len(rows) - len(acked), error=str(e)[:200])

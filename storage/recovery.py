@@ -62,16 +62,25 @@ def mark_dead_lettered(conn: Connection, job_ids: Sequence[str]) -> int:
     return conn.execute(DEAD_LETTERED, {"ids": list(job_ids)}).rowcount
 
 
+# Claimed in the statement that reads them: a copy is taken only once the last sender's window
+# has passed (the failing process's from ``finished_at``, a reaper's from ``dlq_claimed_at``), and
+# rows another reaper holds are skipped, so one copy is not sent by two processes at once.
 OWED_DLQ = text(
-    "SELECT job_id::text, model, input, tenant, priority, meta, deadline_at, source_topic, "
-    "source_partition, source_offset, attempts, reason, error FROM jobs "
-    "WHERE status = CAST(:failed AS job_status) AND dlq_at IS NULL "
-    "AND finished_at < now() - make_interval(secs => :age) ORDER BY finished_at LIMIT :lim")
+    "WITH owed AS (SELECT job_id FROM jobs "
+    "  WHERE status = CAST(:failed AS job_status) AND dlq_at IS NULL "
+    "  AND coalesce(dlq_claimed_at, finished_at) < now() - make_interval(secs => :age) "
+    "  ORDER BY finished_at LIMIT :lim FOR UPDATE SKIP LOCKED) "
+    "UPDATE jobs AS j SET dlq_claimed_at = now() FROM owed WHERE j.job_id = owed.job_id "
+    "RETURNING j.job_id::text, j.model, j.input, j.tenant, j.priority, j.meta, j.deadline_at, "
+    "j.source_topic, j.source_partition, j.source_offset, j.attempts, j.reason, j.error, "
+    "j.reply_to")
 
 
 def owed_dead_letters(conn: Connection, older_than_s: float, limit: int = 500
                       ) -> list[dict[str, Any]]:
-    """Failed jobs whose DLQ copy was never acknowledged (its send failed, or its sender died)."""
+    """Failed jobs whose DLQ copy was never acknowledged (its send failed, or its sender died),
+    claimed for the caller: nobody else takes them for another ``older_than_s``, which must
+    exceed a sender's send window (``producers.dlq.SEND_WINDOW_S``)."""
     rows = conn.execute(OWED_DLQ, {"failed": JobStatus.FAILED.value, "age": older_than_s,
                                    "lim": limit})
     return [dict(r._mapping) for r in rows]

@@ -79,6 +79,7 @@ jobs = Table(
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("lease", Integer, nullable=False, server_default="0"),  # fencing token (0003)
     Column("dlq_at", DateTime(timezone=True)),  # DLQ copy acknowledged (failed jobs)
+    Column("dlq_claimed_at", DateTime(timezone=True)),  # a reaper's resend of it began (0007)
     Column("replays", SmallInteger, nullable=False, server_default="0"),  # DLQ replays (0004)
     Column("reply_to", Text),  # topic of the job's result event (the bridge's default included)
 )

@@ -145,3 +145,59 @@ def test_jobs_of_a_queue_no_live_worker_consumes_are_rerouted_to_one_that_is(sta
         queues = {r[0] for r in conn.execute(text(
             "SELECT queue FROM jobs WHERE job_id = ANY(CAST(:ids AS uuid[]))"), {"ids": ids})}
     assert queues == {cpu_q}
+
+
+def test_an_owed_dlq_copy_is_claimed_by_one_sender_and_sent_once(stack, worker_db):
+    # Given failed jobs whose DLQ copies were never acknowledged: two whose sender's window
+    # has long passed, and one that failed a moment ago (its worker may still be sending it),
+    import threading
+
+    from tests.faults.harness import dlq_reasons
+
+    s = stack.settings
+    owed = [_job("failed"), _job("failed")]
+    sending = _job("failed")
+    ids = [j["job_id"] for j in [*owed, sending]]
+    with worker_db.begin() as conn:
+        insert_jobs(conn, [{**j, "reason": "INFERENCE_FAILED"} for j in [*owed, sending]])
+        conn.execute(text("UPDATE jobs SET finished_at = now() - interval '20 years' "
+                          "WHERE job_id = ANY(CAST(:ids AS uuid[]))"), {"ids": ids[:2]})
+        conn.execute(text("UPDATE jobs SET finished_at = now() "
+                          "WHERE job_id = CAST(:id AS uuid)"), {"id": ids[2]})
+    # when two reapers look for owed copies at once, twice each,
+    reapers = [Reaper(s, worker_db, RecordingCelery()) for _ in range(2)]
+    barrier = threading.Barrier(2)
+
+    def sweep(r):
+        barrier.wait()
+        r.send_owed_dead_letters()
+        r.send_owed_dead_letters()
+
+    threads = [threading.Thread(target=sweep, args=(r,)) for r in reapers]
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+    finally:
+        for r in reapers:
+            r.close()
+    # then each old copy is on the DLQ exactly once, the one still being sent is left to its
+    # sender, and the ledger records the acknowledged ones.
+    from kafka import KafkaConsumer
+
+    dlq_reasons(s, 2)
+    consumer = KafkaConsumer(s.kafka.dlq_topic, auto_offset_reset="earliest",
+                             consumer_timeout_ms=3000, group_id=None,
+                             **s.kafka.client_options())
+    try:
+        copies = [dict(m.headers).get("job_id", b"").decode() for m in consumer]
+    finally:
+        consumer.close()
+    mine = [c for c in copies if c in ids]
+    assert sorted(mine) == sorted(ids[:2])
+    with worker_db.connect() as conn:
+        acked = dict(conn.execute(text(
+            "SELECT job_id::text, dlq_at IS NOT NULL FROM jobs "
+            "WHERE job_id = ANY(CAST(:ids AS uuid[]))"), {"ids": ids}).all())
+    assert acked == {ids[0]: True, ids[1]: True, ids[2]: False}
