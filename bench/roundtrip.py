@@ -6,7 +6,11 @@ through one ``JobClient`` at a steady rate and records, per job, when it was sub
 its reply resolved the handle. Next to that it reads the ledger: produced → finished (what
 ``agentq bench e2e`` reports), finished → reply sent (the relay), and so the reply path's own
 cost: round trip minus produced → finished. Loads are jobs/s (``--rates``) or fractions of a
-capacity (``--loads`` × ``--capacity``, default the drain rate in ``bench/results/e2e.json``).
+capacity (``--loads`` × ``--capacity``). The default capacity is measured in the same run, on the
+same stack, before the loads: a backlog of ``--drain-jobs`` is produced while no bridge reads it,
+then drained, and the drain rate (received → finished, as ``agentq bench e2e`` reports it) is the
+100% the loads are fractions of. ``--capacity e2e`` takes the rates in ``bench/results/e2e.json``
+instead, ``--capacity model=jobs/s,…`` fixed ones.
 
 Writes ``bench/results/roundtrip.json``.
 """
@@ -28,7 +32,7 @@ from rich.console import Console
 from sqlalchemy import text
 
 from agentq.config import Settings
-from bench.workload import isolated, make_jobs
+from bench.workload import isolated, make_jobs, scalar, wait
 from ops.stack import Stack
 from producers.client import JobClient
 from producers.topics import delete_topics, ensure_topics
@@ -88,8 +92,44 @@ def one_load(client: JobClient, db: Any, model: str, rate: float, load_s: float,
     return out
 
 
+DRAIN_SQL = text("""
+SELECT count(*) AS jobs, count(*) FILTER (WHERE status = 'succeeded') AS succeeded,
+       extract(epoch FROM max(finished_at) - min(received_at)) AS span_s
+FROM jobs WHERE job_id = ANY(CAST(:ids AS uuid[]))
+""")
+
+TERMINAL_SQL = text("SELECT count(*) FROM jobs WHERE job_id = ANY(CAST(:ids AS uuid[])) "
+                    "AND status IN ('succeeded', 'failed', 'rejected', 'expired')")
+
+DEFAULT_DRAIN = {"digits-mlp": 20000, "minilm-l6": 1500}
+
+
+def drain(s: Settings, stack: Stack, bridge: Any, db: Any, model: str, n: int,
+          seed: int) -> tuple[dict[str, Any], Any]:
+    """The capacity of this very stack: ``n`` jobs produced while no bridge reads them, then
+    drained. Returns the drain's figures and the bridge started for it."""
+    from producers.cli import produce
+
+    bridge.stop()
+    jobs = make_jobs(model, n, seed + 50)
+    console.print(f"{model}: capacity drain, pre-loading {n} jobs")
+    produce(s, iter(jobs), n)
+    bridge = stack.bridge()
+    ids = [j.job_id for j in jobs]
+    wait(lambda: scalar(db, TERMINAL_SQL, {"ids": ids}), n, f"{model}: capacity drain",
+         max(300.0, n / 20), stack)
+    with db.connect() as conn:
+        d = conn.execute(DRAIN_SQL, {"ids": ids}).one()
+    span = float(d.span_s)
+    return {"jobs": d.jobs, "succeeded": d.succeeded, "elapsed_s": round(span, 3),
+            "jobs_per_s": round(d.jobs / span, 1)}, bridge
+
+
 def run(settings: Settings, model: str, rates: list[float], load_s: float, workers: int,
-        seed: int, relay: str = "thread") -> list[dict[str, Any]]:
+        seed: int, relay: str = "thread", loads: list[float] | None = None,
+        drain_jobs: int = 0) -> list[dict[str, Any]]:
+    """Each offered load in turn on one stack; with ``loads`` (fractions) the rates come from a
+    capacity drain of ``drain_jobs`` on this stack first."""
     s, env = isolated(settings, "rt" + uuid.uuid4().hex[:6])
     if relay == "process":
         env["AGENTQ_REPLY_RELAY"] = "0"
@@ -98,16 +138,24 @@ def run(settings: Settings, model: str, rates: list[float], load_s: float, worke
     stack = Stack(env=env, log_dir=Path(tempfile.mkdtemp(prefix="agentq-roundtrip-")))
     try:
         stack.worker(concurrency=workers)
-        stack.bridge()
+        bridge = stack.bridge()
         if relay == "process":
             stack.start("relay", [sys.executable, "-m", "cli.main", "relay"])
         with JobClient(s) as client:
             client.wait(client.submit_many(make_jobs(model, 100, seed + 99)), timeout=120)
+            capacity = None
+            if loads:
+                capacity, bridge = drain(s, stack, bridge, db, model, drain_jobs, seed)
+                console.print(f"{model}: capacity {capacity['jobs_per_s']:.0f} jobs/s")
+                rates = [round(f * capacity["jobs_per_s"], 1) for f in loads]
+                client.wait(client.submit_many(make_jobs(model, 100, seed + 98)), timeout=120)
             out = []
             for k, rate in enumerate(rates):
                 console.print(f"{model}: {rate:.0f} jobs/s for {load_s:.0f} s, relay {relay}")
-                out.append({"relay": relay,
-                            **one_load(client, db, model, rate, load_s, seed + k)})
+                row = {"relay": relay}
+                if capacity is not None:
+                    row.update(load=loads[k], capacity=capacity)
+                out.append({**row, **one_load(client, db, model, rate, load_s, seed + k)})
                 console.print_json(json.dumps(out[-1]))
         return out
     finally:
@@ -121,7 +169,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rates", help="jobs/s: 50,200 or per model digits-mlp=50:200,minilm-l6=5:20"
                    " (beats --loads)")
     p.add_argument("--loads", default="0.25,0.5", help="fractions of --capacity")
-    p.add_argument("--capacity", help="model=jobs/s,… (default: drain rates of e2e.json)")
+    p.add_argument("--capacity", default="measure", help="measure (a drain on the same stack "
+                   "first), e2e (the drain rates of bench/results/e2e.json) or model=jobs/s,…")
+    p.add_argument("--drain-jobs", help="backlog of the capacity drain: 20000 for every model "
+                   "or per model digits-mlp=20000,minilm-l6=1500 (default those two)")
     p.add_argument("--load-s", type=float, default=15.0, help="seconds per load")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--relay", default="thread", help="thread (in the bridge), process "
@@ -139,7 +190,7 @@ def register(sub: Any) -> None:
 
 
 def _capacities(arg: str | None) -> dict[str, float]:
-    if arg:
+    if arg and arg != "e2e":
         return {k: float(v) for k, v in (kv.split("=") for kv in arg.split(","))}
     try:
         e2e = json.loads((RESULTS / "e2e.json").read_text())
@@ -162,26 +213,37 @@ def command(args: argparse.Namespace, settings: Settings) -> int:
     with db.connect() as conn:
         available = registered_names(conn)
     db.dispose()
-    caps = _capacities(args.capacity)
+    measure = not args.rates and args.capacity == "measure"
+    caps = {} if measure else _capacities(args.capacity)
+    drains = dict(DEFAULT_DRAIN)
+    if args.drain_jobs and "=" in args.drain_jobs:
+        drains.update({k: int(v) for k, v in (kv.split("=") for kv in args.drain_jobs.split(","))})
+    elif args.drain_jobs:
+        drains = {m: int(args.drain_jobs) for m in args.models.split(",")}
     res: dict[str, Any] = {"meta": {
         "when": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
         "machine": platform.platform(), "cpus": __import__("os").cpu_count(),
-        "workers": args.workers, "load_s": args.load_s, "capacity": caps}, "models": {}}
+        "workers": args.workers, "load_s": args.load_s,
+        "capacity": "measured in this run (see each row)" if measure else caps}, "models": {}}
     for model in args.models.split(","):
         if model not in available:
             console.print(f"[yellow]{model} is not registered; skipped")
             continue
+        loads: list[float] | None = None
         if args.rates:
             rates = _rates(args.rates, model)
             if not rates:
                 continue
+        elif measure:
+            loads, rates = [float(f) for f in args.loads.split(",")], []
         elif model in caps:
             rates = [round(float(f) * caps[model], 1) for f in args.loads.split(",")]
         else:
             console.print(f"[yellow]{model}: no capacity known (--capacity or --rates)")
             continue
         res["models"][model] = [row for relay in args.relay.split(",") for row in run(
-            settings, model, rates, args.load_s, args.workers, args.seed, relay)]
+            settings, model, rates, args.load_s, args.workers, args.seed, relay, loads,
+            drains.get(model, 20000))]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(res, indent=2) + "\n")
     console.print(f"wrote {args.out}")

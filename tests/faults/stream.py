@@ -1,10 +1,12 @@
 """A steady job stream for the soak, run as its own process:
-``python -m tests.faults.stream --rate 20 --poison-tag TAG --out FILE``.
+``python -m tests.faults.stream --rate 20 --poison-tag TAG --out FILE [--minilm-every K]``.
 
-About ``rate`` jobs/s in chunks; every 10th chunk carries a poison job, every 7th a duplicate
-job_id, every 5th a malformed record. A chunk whose send fails is sent again (same job_ids).
-Each acknowledged chunk is appended to FILE (``job ID`` / ``poison ID`` / ``dup`` / ``bad``)
-so the test knows exactly what reached Kafka. SIGTERM ends it after the current chunk.
+``rate`` digits jobs/s in chunks of half a second, paced on a clock (a chunk that was late is
+not made up by a burst beyond one chunk); every 10th chunk carries a poison job, every 7th a
+duplicate job_id, every 5th a malformed record; with ``--minilm-every K`` one minilm-l6 job per
+K digits jobs. A chunk whose send fails is sent again (same job_ids). Each acknowledged chunk is
+appended to FILE (``job ID`` / ``poison ID`` / ``dup`` / ``bad``) so the test knows exactly what
+reached Kafka. SIGTERM ends it after the current chunk.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from pathlib import Path
 
 from agentq.config import Settings
 from producers.producer import JobProducer
+from producers.contract import JobMessage
 from tests.faults.harness import digits_jobs
 
 BAD = [b"{not json", b"\xff\xfe", b'{"v":1,"model":"digits-mlp","input":{}}']
@@ -54,16 +57,32 @@ def main() -> None:
     ap.add_argument("--rate", type=int, default=20)
     ap.add_argument("--poison-tag", required=True)
     ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--minilm-every", type=int, default=0)
     args = ap.parse_args()
+    texts: list[str] = []
+    if args.minilm_every:
+        from bench.workload import mixed_texts
+
+        texts = mixed_texts(2000, seed=11)
     s = Settings.from_env()
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     producer = None
     errors = 0
     n = 0
+    per_chunk = max(1, args.rate // 2)
+    minilm_due = 0.0
+    t0 = time.monotonic()
     with args.out.open("a") as out:
         while not stop.is_set():
-            chunk = digits_jobs(max(1, args.rate // 2))
+            chunk = digits_jobs(per_chunk)
+            if texts:
+                minilm_due += per_chunk / args.minilm_every
+                while minilm_due >= 1:
+                    minilm_due -= 1
+                    chunk.append(JobMessage.new("minilm-l6",
+                                                {"text": texts[(n + len(chunk)) % len(texts)]},
+                                                tenant="soak"))
             if n % 10 == 3:
                 chunk += digits_jobs(1, marker=args.poison_tag)
             dup = chunk[0] if n % 7 == 5 else None
@@ -88,7 +107,11 @@ def main() -> None:
             out.write("bad\n" if bad is not None else "")
             out.flush()
             n += 1
-            stop.wait(0.5)
+            ahead = t0 + n * 0.5 - time.monotonic()
+            if ahead > 0:
+                stop.wait(ahead)
+            elif ahead < -0.5:  # behind by more than a chunk: drop the debt, keep the pace
+                t0 = time.monotonic() - n * 0.5
         out.write(f"send_errors {errors}\n")
     if producer is not None:
         producer.close()
