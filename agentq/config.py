@@ -130,7 +130,10 @@ class BridgeSettings:
 class ReplySettings:
     """``AGENTQ_REPLY_*``: result events after commit (the outbox relay) and ``JobClient``."""
 
-    relay: bool = True  # run the outbox relay thread inside the bridge
+    # Where the bridge runs its outbox relay: ``process`` (a child process it supervises, so the
+    # relay never waits for the bridge's GIL), ``thread`` (inside the bridge), ``off``
+    # (`agentq relay` runs elsewhere). ``1``/``0`` mean process/off.
+    relay: str = "process"
     relay_batch: int = 500  # outbox rows published per relay transaction
     relay_poll_ms: int = 1000  # fallback poll when no NOTIFY arrives
     relay_publish_timeout_s: float = 30.0  # acks=all wait for one relay batch
@@ -139,6 +142,17 @@ class ReplySettings:
     topic_partitions: int = 1  # partitions of a reply topic agentq creates
     topic_retention_ms: int = 3_600_000  # retention of a reply topic agentq creates
     max_outstanding: int = 100_000  # handles one JobClient holds before it refuses a submit
+
+    def __post_init__(self) -> None:
+        mode = RELAY_MODES.get(str(self.relay).strip().lower())
+        if mode is None:
+            raise ValueError(f"AGENTQ_REPLY_RELAY={self.relay!r}: use process, thread or off")
+        object.__setattr__(self, "relay", mode)
+
+
+RELAY_MODES = {"process": "process", "thread": "thread", "off": "off", "1": "process",
+               "true": "process", "yes": "process", "on": "process", "0": "off",
+               "false": "off", "no": "off", "none": "off", "": "off"}
 
 
 @dataclass(frozen=True)

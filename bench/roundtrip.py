@@ -152,8 +152,8 @@ def run(settings: Settings, model: str, rates: list[float], load_s: float, worke
             out = []
             for k, rate in enumerate(rates):
                 console.print(f"{model}: {rate:.0f} jobs/s for {load_s:.0f} s, relay {relay}")
-                row = {"relay": relay}
-                if capacity is not None:
+                row: dict[str, Any] = {"relay": relay}
+                if capacity is not None and loads:
                     row.update(load=loads[k], capacity=capacity)
                 out.append({**row, **one_load(client, db, model, rate, load_s, seed + k)})
                 console.print_json(json.dumps(out[-1]))

@@ -1,4 +1,4 @@
-"""`agentq bridge`: the Kafka → Celery bridge, with the reaper and reply relay threads and the
+"""`agentq bridge`: the Kafka → Celery bridge, with the reaper thread, the reply relay and the
 metrics endpoint."""
 
 from __future__ import annotations

@@ -15,16 +15,20 @@ copy has the same content (``producers.replies``).
 The trigger NOTIFYs ``agentq_replies`` (delivered on commit), so an idle relay wakes at once;
 it also polls every ``relay_poll_ms`` in case a notification is missed.
 
-Runs as a thread in every bridge (``AGENTQ_REPLY_RELAY``, on by default) and as
-``agentq relay`` on its own.
+Runs beside every bridge (``AGENTQ_REPLY_RELAY``: a child process by default, or a thread)
+and as ``agentq relay`` on its own.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import subprocess
+import sys
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -40,6 +44,7 @@ from storage.errors import StorageUnavailable
 from storage.replies import delay_replies, mark_sent, take_replies
 
 log = get_logger("agentq.relay")
+REPO = Path(__file__).resolve().parent.parent
 CHANNEL = "agentq_replies"
 
 
@@ -175,19 +180,84 @@ class Relay:
 
 
 def start_relay(settings: Settings, db: Engine, stop: threading.Event) -> threading.Thread | None:
-    """Run a relay thread next to the bridge (unless AGENTQ_REPLY_RELAY=0)."""
-    if not settings.replies.relay:
+    """The bridge's relay, as ``AGENTQ_REPLY_RELAY`` says: a supervised child process (the
+    default), a thread in the bridge, or none."""
+    mode = settings.replies.relay
+    if mode == "off":
         return None
-    t = threading.Thread(target=Relay(settings, db).run, args=(stop,), name="agentq-relay",
-                         daemon=True)
+    if mode == "thread":
+        target: Any = Relay(settings, db).run
+    else:
+        target = RelayChild().supervise
+    t = threading.Thread(target=target, args=(stop,), name="agentq-relay", daemon=True)
     t.start()
     return t
+
+
+class RelayChild:
+    """``agentq relay --parent-pid <bridge>`` as a child of the bridge. A relay thread shares
+    the bridge's GIL: while the bridge's loop is busy, each of the relay's many short waits
+    (a query, a send, an ack) ends with a wait for the GIL, and replies queue behind them
+    (measured: ``bench/results/roundtrip.json``). The child has its own interpreter; it exits
+    when the bridge is gone (SIGKILL included: it checks its parent every pass), and the bridge
+    restarts it when it exits, with a backoff, and stops it on shutdown (SIGTERM, then SIGKILL)."""
+
+    def __init__(self, argv: list[str] | None = None) -> None:
+        self.argv = argv or [sys.executable, "-m", "cli.main", "relay",
+                             "--parent-pid", str(os.getpid())]
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.starts = 0
+
+    def supervise(self, stop: threading.Event) -> None:
+        backoff = 1.0
+        while not stop.is_set():
+            started = time.monotonic()
+            try:
+                self.proc = subprocess.Popen(self.argv, cwd=REPO)  # env and log stream inherited
+            except OSError as e:
+                log.error("relay_start_failed", error=str(e)[:200])
+                stop.wait(backoff)
+                backoff = min(backoff * 2, 30.0)
+                continue
+            self.starts += 1
+            log.info("relay_child_started", pid=self.proc.pid)
+            while not stop.is_set() and self.proc.poll() is None:
+                stop.wait(0.5)
+            if stop.is_set():
+                break
+            log.warning("relay_child_exited", rc=self.proc.returncode, restart_in_s=backoff)
+            backoff = 1.0 if time.monotonic() - started > 60 else min(backoff * 2, 30.0)
+            stop.wait(backoff)
+        self.stop()
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        p = self.proc
+        if p is None or p.poll() is not None:
+            return
+        p.terminate()
+        try:
+            p.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait(5)
+
+
+def watch_parent(parent_pid: int, stop: threading.Event, every_s: float = 0.5) -> None:
+    """Set ``stop`` once ``parent_pid`` is no longer this process's parent (it died)."""
+    def watch() -> None:
+        while not stop.wait(every_s):
+            if os.getppid() != parent_pid:
+                log.warning("relay_parent_gone", parent_pid=parent_pid)
+                stop.set()
+    threading.Thread(target=watch, name="agentq-relay-parent", daemon=True).start()
 
 
 def register(sub: Any) -> None:
     p = sub.add_parser("relay", help="publish result events from the reply outbox",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--once", action="store_true", help="one pass, then exit")
+    p.add_argument("--parent-pid", type=int, help="exit when this process is gone (a bridge "
+                   "that runs its relay as a child)")
     p.set_defaults(run=command)
 
 
@@ -203,7 +273,10 @@ def command(args: argparse.Namespace, settings: Settings) -> int:
             print(f"taken={st.taken} sent={st.sent} delayed={st.delayed}")
             relay.close()
         else:
-            relay.run(stop_on_signals())
+            stop = stop_on_signals()
+            if args.parent_pid:
+                watch_parent(args.parent_pid, stop)
+            relay.run(stop)
     finally:
         db.dispose()
     return 0

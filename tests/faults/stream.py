@@ -1,12 +1,13 @@
 """A steady job stream for the soak, run as its own process:
 ``python -m tests.faults.stream --rate 20 --poison-tag TAG --out FILE [--minilm-every K]``.
 
-``rate`` digits jobs/s in chunks of half a second, paced on a clock (a chunk that was late is
-not made up by a burst beyond one chunk); every 10th chunk carries a poison job, every 7th a
-duplicate job_id, every 5th a malformed record; with ``--minilm-every K`` one minilm-l6 job per
-K digits jobs. A chunk whose send fails is sent again (same job_ids). Each acknowledged chunk is
-appended to FILE (``job ID`` / ``poison ID`` / ``dup`` / ``bad``) so the test knows exactly what
-reached Kafka. SIGTERM ends it after the current chunk.
+``rate`` digits jobs/s in chunks of ``--period-s`` (0.1 s), paced on a clock: chunks that could not
+be sent (a broker outage) are made up afterwards as fast as the producer goes, up to
+``--catch-up-s`` (20 s) of them, as a producer that buffers through an outage would; every 5 s a
+poison job, every 3.5 s a duplicate job_id, every 2.5 s a malformed record; with
+``--minilm-every K`` one minilm-l6 job per K digits jobs. A chunk whose send fails is sent again
+(same job_ids). Each acknowledged chunk is appended to FILE (``job ID`` / ``poison ID`` / ``dup`` /
+``bad``) so the test knows exactly what reached Kafka. SIGTERM ends it after the current chunk.
 """
 
 from __future__ import annotations
@@ -19,8 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from agentq.config import Settings
-from producers.producer import JobProducer
 from producers.contract import JobMessage
+from producers.producer import JobProducer
 from tests.faults.harness import digits_jobs
 
 BAD = [b"{not json", b"\xff\xfe", b'{"v":1,"model":"digits-mlp","input":{}}']
@@ -58,6 +59,8 @@ def main() -> None:
     ap.add_argument("--poison-tag", required=True)
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--minilm-every", type=int, default=0)
+    ap.add_argument("--period-s", type=float, default=0.1)
+    ap.add_argument("--catch-up-s", type=float, default=20.0)
     args = ap.parse_args()
     texts: list[str] = []
     if args.minilm_every:
@@ -70,7 +73,9 @@ def main() -> None:
     producer = None
     errors = 0
     n = 0
-    per_chunk = max(1, args.rate // 2)
+    period = args.period_s
+    per_chunk = max(1, round(args.rate * period))
+    k = max(1, round(0.5 / period))  # chunks per half second: the cadences below are in time
     minilm_due = 0.0
     t0 = time.monotonic()
     with args.out.open("a") as out:
@@ -83,10 +88,10 @@ def main() -> None:
                     chunk.append(JobMessage.new("minilm-l6",
                                                 {"text": texts[(n + len(chunk)) % len(texts)]},
                                                 tenant="soak"))
-            if n % 10 == 3:
+            if n % (10 * k) == 3:
                 chunk += digits_jobs(1, marker=args.poison_tag)
-            dup = chunk[0] if n % 7 == 5 else None
-            bad = BAD[n % len(BAD)] if n % 5 == 1 else None
+            dup = chunk[0] if n % (7 * k) == 5 else None
+            bad = BAD[(n // (5 * k)) % len(BAD)] if n % (5 * k) == 1 else None
             while True:
                 try:
                     producer = producer or JobProducer(s.kafka, s.limits)
@@ -107,11 +112,11 @@ def main() -> None:
             out.write("bad\n" if bad is not None else "")
             out.flush()
             n += 1
-            ahead = t0 + n * 0.5 - time.monotonic()
+            ahead = t0 + n * period - time.monotonic()
             if ahead > 0:
                 stop.wait(ahead)
-            elif ahead < -0.5:  # behind by more than a chunk: drop the debt, keep the pace
-                t0 = time.monotonic() - n * 0.5
+            elif ahead < -args.catch_up_s:  # owed more than that: drop the rest of the debt
+                t0 = time.monotonic() - n * period - args.catch_up_s
         out.write(f"send_errors {errors}\n")
     if producer is not None:
         producer.close()

@@ -43,8 +43,13 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
-from tests.faults.harness import TERMINAL, digits_jobs, marker, produce, restore_services, \
-    services_sh
+from tests.faults.harness import (
+    digits_jobs,
+    marker,
+    produce,
+    restore_services,
+    services_sh,
+)
 from tests.faults.stream import Produced
 from tests.support import wait_for
 
@@ -53,6 +58,8 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.soak,
 
 KAFKA_PID = Path(os.environ.get("AGENTQ_HOME", "/var/tmp/agentq")) / "services/kafka/kafka.pid"
 
+TERMINAL_SQL = text("SELECT count(*) FROM jobs WHERE source_topic = :t AND status IN "
+                    "('succeeded', 'failed', 'rejected', 'expired')")
 UNFINISHED_SQL = text("SELECT count(*) FROM jobs WHERE status IN ('queued', 'running') "
                       "AND source_topic = :t")
 ROWS_SQL = text("SELECT count(*) FROM jobs WHERE source_topic = :t")
@@ -219,6 +226,20 @@ def test_soak_with_random_faults(faulty, worker_db, restore, tmp_path):
                 bridges.append(faulty.bridge(*bridge_args))
 
     out = tmp_path / "stream.txt"
+    acked = _Acked(out, base=len(ids))
+
+    def unfinished() -> int:
+        """Work in flight right before a fault: jobs queued or running in the ledger, polled up
+        to 3 s until there are some (the stream arrives in chunks of 0.1 s, which the pipeline
+        may have finished a moment ago); if none showed, records the producer had acknowledged
+        that are not terminal yet (still in Kafka: no ledger row)."""
+        end = time.monotonic() + 3
+        while time.monotonic() < end:
+            n = _count(worker_db, UNFINISHED_SQL, s.kafka.jobs_topic)
+            if n > 0:
+                return n
+            time.sleep(0.05)
+        return acked.count() - _count(worker_db, TERMINAL_SQL, s.kafka.jobs_topic)
     argv = [sys.executable, "-m", "tests.faults.stream", "--rate", str(rate),
             "--poison-tag", tag, "--out", str(out)]
     if load:
@@ -238,7 +259,7 @@ def test_soak_with_random_faults(faulty, worker_db, restore, tmp_path):
                 break
             name = rng.choice(sorted(faults))
             try:
-                in_flight.append(_count(worker_db, UNFINISHED_SQL, s.kafka.jobs_topic))
+                in_flight.append(unfinished())
             except Exception:  # PostgreSQL may still be coming back from the last fault
                 pass
             print(f"[soak t={time.monotonic() - t0:5.0f}s] fault: {name} "
@@ -335,6 +356,27 @@ def test_soak_with_random_faults(faulty, worker_db, restore, tmp_path):
     assert counts["rejected"] == stream.bad
     if load:  # at 20 jobs/s a job is done in milliseconds: only a stream at load is always busy
         assert min(in_flight, default=1) > 0, "a fault hit a system with no work in flight"
+
+
+class _Acked:
+    """Distinct ledger rows the stream's acknowledged records will make (jobs and malformed
+    records; a duplicate job_id adds none), read incrementally from the stream's file."""
+
+    def __init__(self, path: Path, base: int = 0) -> None:
+        self.path, self.n, self.pos, self.rest = path, base, 0, b""
+
+    def count(self) -> int:
+        try:
+            with self.path.open("rb") as f:
+                f.seek(self.pos)
+                data = self.rest + f.read()
+                self.pos = f.tell()
+        except FileNotFoundError:
+            return self.n
+        lines = data.split(b"\n")
+        self.rest = lines.pop()
+        self.n += sum(1 for line in lines if line[:4] in (b"job ", b"pois", b"bad"))
+        return self.n
 
 
 def _count(db, sql, topic: str) -> int:

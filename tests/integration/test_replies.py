@@ -18,7 +18,7 @@ from producers.contract import JobMessage
 from producers.producer import JobProducer
 from producers.topics import delete_topics
 from tests.faults.harness import digits_jobs, dlq_reasons
-from tests.support import wait_terminal
+from tests.support import wait_for, wait_terminal
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 
@@ -188,3 +188,48 @@ def test_producer_refuses_an_invalid_reply_to_before_sending(stack):
     with JobProducer(s.kafka, replace(s.limits, reply_topic_prefixes="agentq.replies.")) as p:
         with pytest.raises(InvalidJob, match="INVALID_REPLY_TO"):
             p.send(JobMessage.new("digits-mlp", {"pixels": [0] * 64}, reply_to="other.topic"))
+
+
+def _relay_children(bridge_pid: int) -> list[int]:
+    from pathlib import Path
+
+    pids = []
+    for d in Path("/proc").iterdir():
+        try:
+            cmd = (d / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"relay" in cmd and b"--parent-pid" in cmd and \
+                cmd[cmd.index(b"--parent-pid") + 1] == str(bridge_pid).encode():
+            pids.append(int(d.name))
+    return pids
+
+
+def test_the_bridges_relay_child_is_restarted_and_dies_with_its_bridge(stack, worker_db):
+    # Given a bridge with its relay in a child process (the default) and a worker,
+    import os
+    import signal
+
+    s = stack.settings
+    stack.worker()
+    bridge = stack.bridge()
+    first = wait_for(lambda: _relay_children(bridge.popen.pid), 60, what="the relay child")
+    # when the relay child is killed, the bridge starts another and replies still arrive;
+    os.kill(first[0], signal.SIGKILL)
+    second = wait_for(lambda: [p for p in _relay_children(bridge.popen.pid) if p != first[0]],
+                      60, what="a restarted relay child")
+    with JobClient(s, db_url=s.worker_database_url) as client:
+        results = client.wait(client.submit_many(digits_jobs(20)), timeout=120)
+    assert {r.status for r in results} == {"succeeded"}, stack.logs()
+    # and when the bridge itself is killed with SIGKILL (not its group), its relay exits too.
+    os.kill(bridge.popen.pid, signal.SIGKILL)
+    bridge.popen.wait(10)
+    wait_for(lambda: not any(_is_relay(p) for p in second), 30, what="the orphaned relay to exit")
+
+
+def _is_relay(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return b"relay" in f.read()  # a zombie's cmdline is empty
+    except OSError:
+        return False

@@ -145,6 +145,11 @@ def test_reply_settings_come_from_the_environment():
     assert s.kafka.results_topic == "agentq.results"
     r = s.replies
     assert (r.relay, r.topic_partitions, r.topic_retention_ms, r.max_outstanding) == (
-        False, 3, 60000, 20000)
+        "off", 3, 60000, 20000)
     d = Settings.from_env({})
-    assert d.kafka.results_topic is None and d.replies.relay is True
+    assert d.kafka.results_topic is None and d.replies.relay == "process"
+    for raw, mode in (("thread", "thread"), ("1", "process"), ("PROCESS", "process"),
+                      ("off", "off")):
+        assert Settings.from_env({"AGENTQ_REPLY_RELAY": raw}).replies.relay == mode
+    with pytest.raises(ValueError, match="AGENTQ_REPLY_RELAY"):
+        Settings.from_env({"AGENTQ_REPLY_RELAY": "sometimes"})
