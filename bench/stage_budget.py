@@ -140,7 +140,7 @@ def spy(py_spy: str, pid: int, out: Path, subprocesses: bool = False) -> subproc
 
 # -- the run -----------------------------------------------------------------------------------
 def run(settings: Settings, jobs: int, workers: int, py_spy: str | None,
-        timeout_s: float) -> dict[str, Any]:
+        timeout_s: float, bridges: int = 1) -> dict[str, Any]:
     s, env = isolated(settings, uuid.uuid4().hex[:8])
     ensure_topics(s.kafka)
     db = make_engine(s.worker_database_url, pool_size=2, app_name="agentq-bench-budget")
@@ -173,12 +173,15 @@ def run(settings: Settings, jobs: int, workers: int, py_spy: str | None,
         produced = produce(s, synthetic_jobs("digits-mlp", jobs, seed=2), jobs)
         r1 = resource.getrusage(resource.RUSAGE_SELF)
         producer_cpu = (r1.ru_utime + r1.ru_stime) - (r0.ru_utime + r0.ru_stime)
-        bridge = stack.bridge()
+        started = [stack.bridge() for _ in range(bridges)]
+        bridge = started[0]
         base = count()
         # the bridge's start-up (imports, group join) is not counted: measure from its first row
         until(count, base + 1, "bridge start", 0.02)
-        groups = {
-            "bridge": [bridge.popen.pid],
+        if bridges > 1:  # and with several, from when the group has settled on all of them
+            time.sleep(3)
+        groups = {  # a bridge's relay child included (idle here: digits jobs ask no reply)
+            "bridge": [p for b in started for p in (b.popen.pid, *descendants(b.popen.pid))],
             "worker": [worker.popen.pid, *descendants(worker.popen.pid)],
             "postgres": [p for p in by_cmdline(r"^postgres") if p != poll_pid],
             "redis": by_cmdline(r"redis-server"),
@@ -209,7 +212,7 @@ def run(settings: Settings, jobs: int, workers: int, py_spy: str | None,
     res: dict[str, Any] = {
         "when": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
         "loadavg_end": os.getloadavg(), "jobs": drained, "drain_s": round(wall, 2),
-        "jobs_per_s": round(drained / wall, 1), "workers": workers,
+        "jobs_per_s": round(drained / wall, 1), "workers": workers, "bridges": bridges,
         "cpu_us_per_job": {**per_job, "producer": round(producer_cpu * 1e6 / jobs, 1)},
         "cpu_share_of_2_cores": {k: round((c1[k] - c0[k]) / wall / 2, 3) for k in c0},
         "produce": produced, "logs": str(log_dir)}
@@ -234,6 +237,7 @@ def main(argv: list[str] | None = None) -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--jobs", type=int, default=60_000)
     p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--bridges", type=int, default=1, help="bridges in the consumer group")
     p.add_argument("--py-spy", default=os.environ.get("AGENTQ_PY_SPY"),
                    help="a py-spy binary: split the bridge and worker CPU into stages")
     p.add_argument("--timeout-s", type=float, default=600)
@@ -244,9 +248,10 @@ def main(argv: list[str] | None = None) -> int:
     settings = Settings.from_env()
     # Sampling slows the sampled processes (measured: the bridge 80 → 130 µs/job under py-spy),
     # so the CPU totals come from a drain without it and the samples only give the shares.
-    res = run(settings, args.jobs, args.workers, None, args.timeout_s)
+    res = run(settings, args.jobs, args.workers, None, args.timeout_s, args.bridges)
     if args.py_spy:
-        sampled = run(settings, args.jobs, args.workers, args.py_spy, args.timeout_s)
+        sampled = run(settings, args.jobs, args.workers, args.py_spy, args.timeout_s,
+                      args.bridges)
         res["stages_us_per_job"] = split(res["cpu_us_per_job"], sampled["samples"])
         res["sampled_run"] = {k: sampled[k] for k in ("jobs_per_s", "cpu_us_per_job", "samples")}
     res["label"] = args.label
