@@ -1,7 +1,8 @@
 """Round-trip benchmark (`agentq bench roundtrip`): submit → result in hand, as an agent sees it.
 
-Starts a worker pool and a bridge (with its reply relay thread, or beside a stand-alone
-``agentq relay`` process: ``--relay process``), then for each offered load submits jobs
+Starts a worker pool and a bridge with its reply relay (``--relay``: ``process``, the default,
+a child process the bridge supervises; ``thread``, a thread inside the bridge; ``standalone``,
+an ``agentq relay`` beside a bridge without one), then for each offered load submits jobs
 through one ``JobClient`` at a steady rate and records, per job, when it was submitted and when
 its reply resolved the handle. Next to that it reads the ledger: produced → finished (what
 ``agentq bench e2e`` reports), finished → reply sent (the relay), and so the reply path's own
@@ -126,20 +127,19 @@ def drain(s: Settings, stack: Stack, bridge: Any, db: Any, model: str, n: int,
 
 
 def run(settings: Settings, model: str, rates: list[float], load_s: float, workers: int,
-        seed: int, relay: str = "thread", loads: list[float] | None = None,
+        seed: int, relay: str = "process", loads: list[float] | None = None,
         drain_jobs: int = 0) -> list[dict[str, Any]]:
     """Each offered load in turn on one stack; with ``loads`` (fractions) the rates come from a
     capacity drain of ``drain_jobs`` on this stack first."""
     s, env = isolated(settings, "rt" + uuid.uuid4().hex[:6])
-    if relay == "process":
-        env["AGENTQ_REPLY_RELAY"] = "0"
+    env["AGENTQ_REPLY_RELAY"] = "off" if relay == "standalone" else relay
     ensure_topics(s.kafka)
     db = make_engine(s.worker_database_url, pool_size=1, app_name="agentq-bench-roundtrip")
     stack = Stack(env=env, log_dir=Path(tempfile.mkdtemp(prefix="agentq-roundtrip-")))
     try:
         stack.worker(concurrency=workers)
         bridge = stack.bridge()
-        if relay == "process":
+        if relay == "standalone":
             stack.start("relay", [sys.executable, "-m", "cli.main", "relay"])
         with JobClient(s) as client:
             client.wait(client.submit_many(make_jobs(model, 100, seed + 99)), timeout=120)
@@ -175,10 +175,43 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "or per model digits-mlp=20000,minilm-l6=1500 (default those two)")
     p.add_argument("--load-s", type=float, default=15.0, help="seconds per load")
     p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--relay", default="thread", help="thread (in the bridge), process "
-                   "(`agentq relay` beside a bridge without one), or both, comma-separated")
+    p.add_argument("--relay", default="process", help="process (the bridge's relay child, "
+                   "the default), thread (in the bridge), standalone (`agentq relay` beside a "
+                   "bridge without one), or several, comma-separated")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=RESULTS / "roundtrip.json")
+
+
+def plot(res: dict[str, Any], path: Path) -> None:
+    """p50 and p99 of produced → finished (the ledger) and the round trip, per model, relay and
+    offered load: the gap between the two bars of a pair is the reply path's cost."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    models = [m for m, rows in res["models"].items() if rows]
+    if not models:
+        return
+    fig, axes = plt.subplots(1, len(models), figsize=(6 * len(models), 4.5), squeeze=False)
+    for ax, model in zip(axes[0], models, strict=True):
+        rows = res["models"][model]
+        labels = [f"{r['relay']}\n{r['offered_jobs_per_s']:.0f}/s" for r in rows]
+        x = range(len(rows))
+        for off, key, name in ((-0.2, "produced_to_finished", "produced → finished"),
+                               (0.2, "round_trip", "submit → in hand")):
+            p50 = [r[key]["p50_ms"] for r in rows]
+            p99 = [r[key]["p99_ms"] for r in rows]
+            ax.bar([i + off for i in x], p99, width=0.38, alpha=0.35, label=f"{name} p99")
+            ax.bar([i + off for i in x], p50, width=0.38, label=f"{name} p50")
+        ax.set_xticks(list(x), labels, fontsize=8)
+        ax.set_ylabel("ms")
+        ax.set_title(model)
+        ax.legend(fontsize=7)
+    fig.suptitle(f"agentq round trip ({res.get('meta', {}).get('when', '')})")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
 
 
 def register(sub: Any) -> None:
@@ -246,5 +279,6 @@ def command(args: argparse.Namespace, settings: Settings) -> int:
             drains.get(model, 20000))]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(res, indent=2) + "\n")
-    console.print(f"wrote {args.out}")
+    plot(res, args.out.with_suffix(".png"))
+    console.print(f"wrote {args.out} and {args.out.with_suffix('.png')}")
     return 0
