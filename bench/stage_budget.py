@@ -112,8 +112,24 @@ def by_cmdline(pattern: str) -> list[int]:
     return pids
 
 
-def snapshot(groups: dict[str, list[int]]) -> dict[str, float]:
-    return {name: sum(cpu_s(p) for p in pids) for name, pids in groups.items()}
+def snapshot(groups: dict[str, list[int]]) -> dict[str, dict[int, float]]:
+    """CPU seconds so far of every process of every group, by pid."""
+    return {name: {p: cpu_s(p) for p in pids} for name, pids in groups.items()}
+
+
+def spent(c0: dict[str, dict[int, float]], c1: dict[str, dict[int, float]]) -> dict[str, float]:
+    """CPU seconds each group spent between two snapshots; a process that appeared in between
+    (a new PostgreSQL backend, a restarted pool process) counts from 0."""
+    return {name: sum(cpu - c0.get(name, {}).get(p, 0.0) for p, cpu in c1[name].items())
+            for name in c1}
+
+
+def machine_cpu() -> tuple[float, float]:
+    """(busy, total) CPU seconds of the whole machine since boot, from /proc/stat."""
+    f = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = f[3] + f[4]  # idle + iowait
+    total = sum(f[:8])  # user nice system idle iowait irq softirq steal (guest is in user)
+    return (total - idle) / TICK, total / TICK
 
 
 # -- py-spy samples → stages -------------------------------------------------------------------
@@ -153,6 +169,9 @@ def run(settings: Settings, jobs: int, workers: int, py_spy: str | None,
     # the PostgreSQL CPU of a 30,000-job drain), not the pipeline's.
     poll = db.connect().execution_options(isolation_level="AUTOCOMMIT")
     poll_pid = int(poll.execute(text("SELECT pg_backend_pid()")).scalar_one())
+    # No parallel workers for the progress counts: each would be a forked backend this script's
+    # accounting could not leave out (measured: 3 forks/s and ~100 µs/job unattributed)
+    poll.execute(text("SET max_parallel_workers_per_gather = 0"))
 
     def count(where: str = "") -> int:
         return int(poll.execute(text(f"SELECT count(*) FROM jobs WHERE source_topic = :t "
@@ -180,41 +199,54 @@ def run(settings: Settings, jobs: int, workers: int, py_spy: str | None,
         until(count, base + 1, "bridge start", 0.02)
         if bridges > 1:  # and with several, from when the group has settled on all of them
             time.sleep(3)
-        groups = {  # a bridge's relay child included (idle here: digits jobs ask no reply)
-            "bridge": [p for b in started for p in (b.popen.pid, *descendants(b.popen.pid))],
-            "worker": [worker.popen.pid, *descendants(worker.popen.pid)],
-            "postgres": [p for p in by_cmdline(r"^postgres") if p != poll_pid],
-            "redis": by_cmdline(r"redis-server"),
-            "kafka": by_cmdline(r"kafka\.Kafka"),
-        }
+        def groups() -> dict[str, list[int]]:  # found again at the end: new backends count
+            return {
+                "bridge": [p for b in started for p in (b.popen.pid, *descendants(b.popen.pid))],
+                "worker": [worker.popen.pid, *descendants(worker.popen.pid)],
+                "postgres": [p for p in by_cmdline(r"^postgres") if p != poll_pid],
+                "redis": by_cmdline(r"redis-server"),
+                "kafka": by_cmdline(r"kafka\.Kafka"),
+            }
         spies: dict[str, tuple[subprocess.Popen, Path]] = {}
         if py_spy:
             for name, pid, sub in (("bridge", bridge.popen.pid, False),
                                    ("worker", worker.popen.pid, True)):
                 out = log_dir / f"{name}.spy"
                 spies[name] = (spy(py_spy, pid, out, sub), out)
-        t0, c0 = time.monotonic(), snapshot(groups)
+        def done() -> int:
+            return count("AND status IN ('succeeded','failed','rejected','expired')")
+
+        w0 = time.time()
+        c0, m0, done0 = snapshot(groups()), machine_cpu(), done()
         total = base + jobs  # base holds the warm-up rows
-        until(lambda: count("AND status IN ('succeeded','failed','rejected','expired')"), total,
-             "drain", 0.2)
-        t1, c1 = time.monotonic(), snapshot(groups)
+        until(done, total, "drain", 0.2)
+        c1, m1 = snapshot(groups()), machine_cpu()
+        last = float(poll.execute(text("SELECT extract(epoch FROM max(finished_at)) FROM jobs "
+                                       "WHERE source_topic = :t"), {"t": topic}).scalar_one())
         for proc, _ in spies.values():
             proc.send_signal(signal.SIGINT)
         for proc, _ in spies.values():
             proc.wait(60)
-        drained = total - base
+        drained = total - done0  # what ended inside the measured window (a settle included)
     finally:
         stack.stop_all()
         poll.close()
         db.dispose()
-    wall = t1 - t0
-    per_job = {k: round((c1[k] - c0[k]) * 1e6 / drained, 1) for k in c0}
+    wall = max(1e-3, last - w0)  # to the last job's finish in the ledger, not the poll's
+    used = spent(c0, c1)
+    per_job = {k: round(v * 1e6 / drained, 1) for k, v in used.items()}
+    busy, total_cpu = m1[0] - m0[0], m1[1] - m0[1]
     res: dict[str, Any] = {
         "when": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
         "loadavg_end": os.getloadavg(), "jobs": drained, "drain_s": round(wall, 2),
         "jobs_per_s": round(drained / wall, 1), "workers": workers, "bridges": bridges,
         "cpu_us_per_job": {**per_job, "producer": round(producer_cpu * 1e6 / jobs, 1)},
-        "cpu_share_of_2_cores": {k: round((c1[k] - c0[k]) / wall / 2, 3) for k in c0},
+        "cpu_share_of_2_cores": {k: round(v / wall / 2, 3) for k, v in used.items()},
+        # the whole machine in the window: how busy, and how much of it no group accounts for
+        # (the kernel's loopback networking, this script's polling, anything else running)
+        "machine_busy_share": round(busy / total_cpu, 3) if total_cpu else None,
+        "machine_cpu_us_per_job": round(busy * 1e6 / drained, 1),
+        "unattributed_cpu_us_per_job": round((busy - sum(used.values())) * 1e6 / drained, 1),
         "produce": produced, "logs": str(log_dir)}
     if spies:
         res["samples"] = {name: dict(classify(out, STAGES[name]).most_common())

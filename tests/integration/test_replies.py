@@ -199,7 +199,7 @@ def _relay_children(bridge_pid: int) -> list[int]:
             cmd = (d / "cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
-        if b"relay" in cmd and b"--parent-pid" in cmd and \
+        if any(b"relay" in part for part in cmd) and b"--parent-pid" in cmd and \
                 cmd[cmd.index(b"--parent-pid") + 1] == str(bridge_pid).encode():
             pids.append(int(d.name))
     return pids

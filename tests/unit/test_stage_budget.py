@@ -50,3 +50,20 @@ def test_cpu_time_and_children_come_from_proc():
         busy.kill()
         busy.wait()
     assert cpu_s(busy.pid) == 0.0  # gone: nothing to count
+
+
+def test_spent_counts_a_process_that_appeared_between_snapshots_from_zero():
+    from bench.stage_budget import spent
+
+    c0 = {"postgres": {10: 1.0, 11: 2.0}, "bridge": {20: 5.0}}
+    c1 = {"postgres": {10: 1.5, 11: 2.0, 12: 0.25}, "bridge": {20: 6.0}}
+    assert spent(c0, c1) == {"postgres": 0.75, "bridge": 1.0}
+
+
+def test_progress_polls_back_off_while_far_from_done_and_tighten_near_the_end():
+    from bench.workload import next_poll_s
+
+    assert next_poll_s(50_000, 5_000, 0.2) == 2.0  # 10 s left: poll at the cap
+    assert next_poll_s(2_000, 5_000, 0.2) == 0.2  # 0.4 s left: the floor
+    assert 0.2 < next_poll_s(10_000, 5_000, 0.2) <= 1.0
+    assert next_poll_s(10_000, 0, 0.5) == 0.5  # no rate yet
