@@ -94,6 +94,11 @@ def _fuzz(stack, worker_db, n: int, seed: int) -> None:
             assert status[c][3], status[c]
     # and every refusal has its DLQ copy.
     refused = sum(1 for r in got if r[2] in ("rejected", "expired"))
+    ends: dict[str, int] = {}
+    for r in got:
+        ends[r[2]] = ends.get(r[2], 0) + 1
+    print(f"\nfuzz: {len(records)} records ({good} good, {len(records) - good} mutated) → "
+          f"{ends}; bridge alive")
     assert refused > (len(records) - good) // 2
     assert sum(dlq_reasons(s, refused, timeout_s=120).values()) >= refused
 
