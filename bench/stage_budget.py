@@ -199,6 +199,7 @@ def run(settings: Settings, jobs: int, workers: int, py_spy: str | None,
         until(count, base + 1, "bridge start", 0.02)
         if bridges > 1:  # and with several, from when the group has settled on all of them
             time.sleep(3)
+
         def groups() -> dict[str, list[int]]:  # found again at the end: new backends count
             return {
                 "bridge": [p for b in started for p in (b.popen.pid, *descendants(b.popen.pid))],
@@ -213,6 +214,7 @@ def run(settings: Settings, jobs: int, workers: int, py_spy: str | None,
                                    ("worker", worker.popen.pid, True)):
                 out = log_dir / f"{name}.spy"
                 spies[name] = (spy(py_spy, pid, out, sub), out)
+
         def done() -> int:
             return count("AND status IN ('succeeded','failed','rejected','expired')")
 

@@ -94,10 +94,8 @@ def wait(count: Any, total: int, label: str, timeout_s: float, stack: Stack,
     with Progress(TextColumn(f"[bold]{label}"), BarColumn(), MofNCompleteColumn(),
                   TimeElapsedColumn(), console=console) as bar:
         task = bar.add_task(label, total=total)
-        first: int | None = None
+        done = first = count()
         while True:
-            done = count()
-            first = done if first is None else first
             bar.update(task, completed=done)
             if done >= total:
                 return
@@ -106,3 +104,4 @@ def wait(count: Any, total: int, label: str, timeout_s: float, stack: Stack,
                 raise TimeoutError(f"{label}: {done}/{total} after {timeout_s:.0f}s")
             rate = (done - first) / max(1e-6, time.monotonic() - start)
             time.sleep(next_poll_s(total - done, rate, interval_s))
+            done = count()
