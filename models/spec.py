@@ -61,6 +61,10 @@ class ModelSpec:
     # Endless realistic inputs (synthetic streams, benchmarks, the demo).
     sample_inputs: Callable[[random.Random], Iterator[dict[str, Any]]] | None = None
     batch_scale: int = 1  # batches of this model are batch_scale x max_batch jobs
+    # An input that is one list of numbers of a fixed width, named here, travels from the bridge
+    # to the worker as one float32 matrix (``workers.packed``); the handler's ``prepare`` then
+    # receives a ``PackedInputs`` and may read its ``matrix``.
+    packed_input: str | None = None
     # Models whose build this one's build reads (built first by ``agentq models build``); the
     # builder finds them beside its own artifact directory (``models.artifacts.artifact_dir``).
     requires: tuple[str, ...] = ()

@@ -21,13 +21,14 @@ not those of the good jobs that shared its batch.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, text
 
+from storage import pgarray
 from storage.schema import LIVE, JobStatus
 
 ERROR_CHARS = 2000  # longest error text kept in the ledger
@@ -77,12 +78,24 @@ def _column(rows: Sequence[Mapping[str, Any]], name: str) -> list[Any]:
     return [r.get(name) if r.get(name) is not None else default for r in rows]
 
 
+_LITERAL: dict[str, Callable[[Sequence[Any]], str]] = {"uuid": pgarray.uuids, "int": pgarray.ints, "smallint": pgarray.ints,
+            "bigint": pgarray.ints, "timestamptz": pgarray.timestamps}
+
+
+def _literal(rows: Sequence[Mapping[str, Any]], name: str, kind: str) -> str:
+    """The array literal of one column (``storage.pgarray``): the hot insert's parameters."""
+    if kind == "jsonb":
+        return pgarray.jsons([r.get(name) for r in rows])
+    render = _LITERAL.get(kind, pgarray.texts)
+    return render(_column(rows, name))
+
+
 def insert_jobs(conn: Connection, rows: Sequence[Mapping[str, Any]]) -> set[str]:
     """Insert ledger rows (any status; keys as in ``jobs``); a job_id already there is left as
     it is. Returns the job_ids that were new, so a redelivered record is not run twice."""
     if not rows:
         return set()
-    params = {name: _column(rows, name) for name, _ in INSERT_COLUMNS}
+    params = {name: _literal(rows, name, kind) for name, kind in INSERT_COLUMNS}
     return {r[0] for r in conn.execute(INSERT_JOBS, params)}
 
 
@@ -216,7 +229,7 @@ def claim_jobs(conn: Connection, job_ids: Sequence[str], started_at: datetime) -
     Terminal jobs (a duplicate delivery) are not returned."""
     if not job_ids:
         return {}
-    res = conn.execute(CLAIM, {"t": started_at, "ids": list(job_ids), "live": list(LIVE),
+    res = conn.execute(CLAIM, {"t": started_at, "ids": pgarray.uuids(job_ids), "live": list(LIVE),
                                "running": JobStatus.RUNNING.value,
                                "queued": JobStatus.QUEUED.value})
     return {r[0]: Claim(int(r[1]), bool(r[2]), int(r[3])) for r in res}
@@ -259,14 +272,6 @@ FINISH = text(
 )
 
 
-def _array_literal(values: Any) -> str | None:
-    """A Postgres array literal for a flat sequence of floats (parsed server-side); vectors
-    travel as literals because ``unnest`` of a 2-D array would flatten it."""
-    if values is None:
-        return None
-    return "{" + ",".join(map("{:.9g}".format, values)) + "}"
-
-
 def finish_jobs(conn: Connection, result_rows: Sequence[Mapping[str, Any]],
                 finished_at: datetime) -> int:
     """running → succeeded with the results, for rows whose ``lease`` still holds the job (a
@@ -276,13 +281,13 @@ def finish_jobs(conn: Connection, result_rows: Sequence[Mapping[str, Any]],
     res = conn.execute(FINISH, {
         "t": finished_at, "running": JobStatus.RUNNING.value,
         "succeeded": JobStatus.SUCCEEDED.value,
-        "ids": [r["job_id"] for r in result_rows],
-        "leases": [int(r["lease"]) for r in result_rows],
-        "models": [r["model"] for r in result_rows],
-        "labels": [r.get("label") for r in result_rows],
-        "probs": [_array_literal(r.get("probs")) for r in result_rows],
-        "embs": [_array_literal(r.get("embedding")) for r in result_rows],
-        "extras": [_json(r.get("extra")) for r in result_rows],
+        "ids": pgarray.uuids([r["job_id"] for r in result_rows]),
+        "leases": pgarray.ints([r["lease"] for r in result_rows]),
+        "models": pgarray.texts([r["model"] for r in result_rows]),
+        "labels": pgarray.ints([r.get("label") for r in result_rows]),
+        "probs": pgarray.texts([pgarray.floats(r.get("probs")) for r in result_rows]),
+        "embs": pgarray.texts([pgarray.floats(r.get("embedding")) for r in result_rows]),
+        "extras": pgarray.jsons([r.get("extra") for r in result_rows]),
     })
     return int(res.scalar_one())
 

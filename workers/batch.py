@@ -7,6 +7,10 @@ validated messages, the worker runs it, retries and the reaper rebuild it from l
     {"v": 1, "batch_id": str, "model": str, "job_ids": [...], "inputs": [...],
      "deadlines_ms": [int | null, ...], "produced_ms": [int | null, ...]?, "sent_ms": int?}
 
+Version 2 carries the inputs of a model with a ``packed_input`` as one float32 matrix instead
+(``"packed": {...}`` in place of ``"inputs"``, ``workers.packed``); workers read both, so deploy
+workers before bridges when upgrading.
+
 Ledger-only columns (tenant, priority, meta, reply topic, Kafka coordinates, timestamps) ride
 along for the ledger insert and are not published: the worker reads ids, inputs and deadlines,
 plus two optional timing fields for the latency metrics only (``agentq.metrics``): each job's
@@ -21,7 +25,11 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
+from models.catalog import CATALOG
+from workers.packed import PackedInputs
+
 PAYLOAD_VERSION = 1
+PACKED_VERSION = 2
 
 
 # Epoch ms that Python's datetime and PostgreSQL's timestamptz both hold (1970 .. 9999).
@@ -44,7 +52,7 @@ class JobBatch:
     batch_id: str
     model: str
     job_ids: list[str]
-    inputs: list[dict[str, Any]]
+    inputs: list[dict[str, Any]]  # or PackedInputs (a payload that carried a matrix)
     deadlines_ms: list[int | None]
     # Ledger columns, by job (empty when rebuilt from a payload or the ledger).
     ledger: list[dict[str, Any]] = field(default_factory=list, compare=False)
@@ -90,8 +98,10 @@ class JobBatch:
     def take(self, indexes: Iterable[int], batch_id: str | None = None) -> JobBatch:
         """The sub-batch of the jobs at ``indexes`` (in that order)."""
         idx = list(indexes)
+        inputs: Any = (self.inputs.take(idx) if isinstance(self.inputs, PackedInputs)
+                       else [self.inputs[i] for i in idx])
         return JobBatch(batch_id or self.batch_id, self.model, [self.job_ids[i] for i in idx],
-                        [self.inputs[i] for i in idx], [self.deadlines_ms[i] for i in idx],
+                        inputs, [self.deadlines_ms[i] for i in idx],
                         [self.ledger[i] for i in idx] if self.ledger else [],
                         [self.produced_ms[i] for i in idx] if self.produced_ms else [],
                         self.sent_ms)
@@ -105,10 +115,23 @@ class JobBatch:
         return replace(self, batch_id=batch_id)
 
     # -- the Celery payload --------------------------------------------------------------------
+    def packed(self) -> PackedInputs | None:
+        """The inputs as one matrix, when the model packs them and they all fit."""
+        if isinstance(self.inputs, PackedInputs):
+            return self.inputs
+        entry = CATALOG.get(self.model)
+        field_name = entry.packed_input if entry is not None else None
+        return PackedInputs.pack(field_name, self.inputs) if field_name else None
+
     def to_payload(self) -> dict[str, Any]:
-        out = {"v": PAYLOAD_VERSION, "batch_id": self.batch_id, "model": self.model,
-               "job_ids": list(self.job_ids), "inputs": list(self.inputs),
-               "deadlines_ms": list(self.deadlines_ms)}
+        out: dict[str, Any] = {"v": PAYLOAD_VERSION, "batch_id": self.batch_id,
+                               "model": self.model, "job_ids": list(self.job_ids)}
+        packed = self.packed()
+        if packed is not None:
+            out["v"], out["packed"] = PACKED_VERSION, packed.to_wire()
+        else:
+            out["inputs"] = list(self.inputs)
+        out["deadlines_ms"] = list(self.deadlines_ms)
         if any(p is not None for p in self.produced_ms):
             out["produced_ms"] = [None if p is None else int(p) for p in self.produced_ms]
         return out
@@ -124,7 +147,8 @@ class JobBatch:
                        [str(j["job_id"]) for j in jobs], [j["input"] for j in jobs],
                        [j.get("deadline_ms") for j in jobs])
         ids = [str(j) for j in payload["job_ids"]]
-        inputs = list(payload["inputs"])
+        inputs: Any = (PackedInputs.from_wire(payload["packed"], len(ids))
+                       if "packed" in payload else list(payload["inputs"]))
         deadlines = list(payload.get("deadlines_ms") or [None] * len(ids))
         produced = list(payload.get("produced_ms") or [])
         if not len(ids) == len(inputs) == len(deadlines) or produced and len(produced) != len(ids):
