@@ -78,8 +78,9 @@ def _column(rows: Sequence[Mapping[str, Any]], name: str) -> list[Any]:
     return [r.get(name) if r.get(name) is not None else default for r in rows]
 
 
-_LITERAL: dict[str, Callable[[Sequence[Any]], str]] = {"uuid": pgarray.uuids, "int": pgarray.ints, "smallint": pgarray.ints,
-            "bigint": pgarray.ints, "timestamptz": pgarray.timestamps}
+_LITERAL: dict[str, Callable[[Sequence[Any]], str]] = {
+    "uuid": pgarray.uuids, "int": pgarray.ints, "smallint": pgarray.ints,
+    "bigint": pgarray.ints, "timestamptz": pgarray.timestamps}
 
 
 def _literal(rows: Sequence[Mapping[str, Any]], name: str, kind: str) -> str:
