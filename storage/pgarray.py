@@ -20,8 +20,17 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-# ASCII-only JSON (as json.dumps writes it): the ledger text never holds a lone surrogate.
-_JSON = json.JSONEncoder(separators=(",", ":"))
+import msgspec
+
+_ENCODE = msgspec.json.Encoder().encode  # C; UTF-8 out
+_JSON = json.JSONEncoder(separators=(",", ":"))  # what msgspec refuses (a lone surrogate)
+
+
+def _json(v: Any) -> str:
+    try:
+        return _ENCODE(v).decode()
+    except (TypeError, ValueError, OverflowError):
+        return _JSON.encode(v)  # escaped: PostgreSQL then names what it refuses
 
 
 def _quoted(s: str) -> str:
@@ -63,8 +72,7 @@ def timestamps(values: Sequence[datetime | None]) -> str:
 
 def jsons(values: Sequence[Any]) -> str:
     """text[] of JSON documents (cast per element to jsonb in the statement); None is NULL."""
-    dumps = _JSON.encode
-    return "{" + ",".join("NULL" if v is None else _quoted(dumps(v)) for v in values) + "}"
+    return "{" + ",".join("NULL" if v is None else _quoted(_json(v)) for v in values) + "}"
 
 
 def floats(values: Sequence[float] | None) -> str | None:
