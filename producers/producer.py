@@ -4,26 +4,31 @@ from __future__ import annotations
 
 from typing import Any
 
+import msgspec
 from kafka import KafkaProducer
 
 from agentq.config import KafkaSettings, Limits
 from producers.contract import JobMessage, Rejection, validate_message
 from producers.errors import InvalidJob, ProducerError
 
+_ENCODE = msgspec.json.Encoder().encode
+
 
 class JobProducer:
     """Publishes jobs keyed by ``routing_key`` (or job_id) with acks=all and idempotence.
 
-    Compression defaults to gzip, which needs no extra library (lz4, zstd and snappy do); measured
-    on digits jobs it costs no more producer CPU than no compression (~185 µs per job either way,
-    dominated by kafka-python) and shrinks what the broker stores.
+    Compression defaults to lz4 (the ``lz4`` package is a runtime dependency). kafka-python's gzip
+    always compresses at level 9: measured on digits jobs (one process, acks=all, idempotence) it
+    cost 201 µs of producer CPU per job and capped a process at ~5,000 jobs/s, against 40 µs and
+    ~25,000 jobs/s with lz4 and 45 µs with no compression (lz4 sends fewer bytes); consumers read
+    either (``kafka-python`` decodes lz4 when the package is installed, as in every agentq image).
 
     ``send`` validates the job locally first (a job the bridge would reject is refused here with
     :class:`InvalidJob`), then returns the Kafka future.
     """
 
     def __init__(self, settings: KafkaSettings, limits: Limits | None = None,
-                 compression: str | None = "gzip", linger_ms: int = 10,
+                 compression: str | None = "lz4", linger_ms: int = 10,
                  batch_size: int = 256 * 1024, topic: str | None = None,
                  admission: Any = None) -> None:
         self.settings = settings
@@ -45,6 +50,7 @@ class JobProducer:
              validate: bool = True, admission_timeout_s: float | None = None) -> Any:
         """With an ``admission`` set, raises Backpressure over its backlog limit, after waiting
         up to ``admission_timeout_s`` (default: the admission's own timeout)."""
+        checked: JobMessage | Rejection | None = None
         if isinstance(job, dict):
             checked = validate_message(job, self.limits)
             if isinstance(checked, Rejection):
@@ -54,7 +60,10 @@ class JobProducer:
             checked = validate_message(job.to_dict(), self.limits)
             if isinstance(checked, Rejection):
                 raise InvalidJob(f"{checked.reason.value}: {checked.detail}")
-        value = job.encode()
+        # A validated job holds only finite numbers and UTF-8 text: msgspec writes the same JSON
+        # as JobMessage.encode in a quarter of the time (it would write NaN as null, hence only
+        # after validation).
+        value = _ENCODE(job.to_dict()) if (validate or checked is not None) else job.encode()
         if len(value) > self.limits.max_record_bytes:
             raise InvalidJob(f"PAYLOAD_TOO_LARGE: {len(value)} bytes, "
                              f"limit {self.limits.max_record_bytes}")
