@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import sys
 import tempfile
@@ -36,6 +37,7 @@ from agentq.config import Settings
 from bench.e2e_report import merge, ratios, write_all
 from bench.models_bench import cpu_session, registry_file
 from bench.workload import console, isolated, make_jobs, progress, scalar, wait
+from bridge.consumer import make_batcher
 from ops.stack import Stack
 from producers.cli import produce
 from producers.contract import JobMessage
@@ -275,11 +277,14 @@ def command(args: argparse.Namespace, settings: Any) -> int:
         available = registered_names(conn)
     log_dir = Path(tempfile.mkdtemp(prefix="agentq-e2e-"))
     console.print(f"logs in {log_dir}")
+    batcher = make_batcher(settings)
     res: dict[str, Any] = {"meta": {
         "when": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
-        "machine": platform.platform(), "cpus": __import__("os").cpu_count(),
+        "machine": platform.platform(), "cpus": os.cpu_count(),
         "workers": args.workers, "max_wait_ms": settings.bridge.max_wait_ms,
-        "max_batch": BATCH, "argv": sys.argv[1:]}, "models": {}}
+        "max_batch": BATCH,  # the ceiling's arrival-order batches
+        "bridge_max_batch": {m: batcher.limit(m) for m in BATCH},
+        "loadavg_start": list(os.getloadavg()), "argv": sys.argv[1:]}, "models": {}}
     sizes = {"digits-mlp": (args.digits, args.naive_digits),
              "minilm-l6": (args.minilm, args.naive_minilm)}
     try:
@@ -311,6 +316,7 @@ def command(args: argparse.Namespace, settings: Any) -> int:
     finally:
         db.dispose()
         owner.dispose()
+    res["meta"]["loadavg_end"] = list(os.getloadavg())
     write_all(res, args.out)
     return 0
 

@@ -23,6 +23,18 @@ def ratios(m: dict[str, Any]) -> dict[str, float | None]:
             "agentq_vs_ceiling": round(a / c, 3) if a and c else None}
 
 
+def _extra_meta(meta: dict[str, Any]) -> str:
+    """Bridge batch limits and the load average around the run, when the run recorded them."""
+    out = ""
+    if meta.get("bridge_max_batch"):
+        out += " · bridge max batch " + ", ".join(f"{m} {n}"
+                                                  for m, n in meta["bridge_max_batch"].items())
+    if meta.get("loadavg_start") and meta.get("loadavg_end"):
+        out += (f" · load average {meta['loadavg_start'][0]:.2f} at start, "
+                f"{meta['loadavg_end'][0]:.2f} at end")
+    return out
+
+
 def write_markdown(res: dict[str, Any], path: Path) -> None:
     runs = sorted({m.get("when", res["meta"]["when"]) for m in res["models"].values()})
     lines = ["# End-to-end benchmark", "",
@@ -30,7 +42,7 @@ def write_markdown(res: dict[str, Any], path: Path) -> None:
                 ""] if len(runs) > 1 else []),
              f"{res['meta']['when']} · {res['meta']['machine']} · {res['meta']['cpus']} CPUs · "
              f"{res['meta']['workers']} worker processes · bridge max_wait_ms "
-             f"{res['meta']['max_wait_ms']}", "",
+             f"{res['meta']['max_wait_ms']}{_extra_meta(res['meta'])}", "",
              "| model | jobs (agentq / naive / celery-batches) | ceiling jobs/s | naive jobs/s | "
              "celery-batches jobs/s | agentq jobs/s | agentq ÷ naive | agentq ÷ celery-batches | "
              "agentq ÷ ceiling | avg batch | padding (ceiling → agentq) |",
