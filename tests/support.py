@@ -41,8 +41,12 @@ def isolated_settings(base: Settings, name: str) -> tuple[Settings, dict[str, st
     tag = f"{name}-{uuid.uuid4().hex[:8]}"
     kafka = replace(base.kafka, jobs_topic=f"agentq.test.{tag}",
                     dlq_topic=f"agentq.test.{tag}.dlq", group_id=f"agentq-test-{tag}")
-    s = replace(base, kafka=kafka, queue_prefix=f"t{tag}.")
+    # The fault and integration tests size their batches as 4 x --max-batch for digits-mlp (the
+    # catalogue's scale before 1,024-job batches): "the 3rd publish", "the 2nd batch" need several.
+    bridge = replace(base.bridge, batch_scale={**base.bridge.batch_scale, "digits-mlp": 4})
+    s = replace(base, kafka=kafka, queue_prefix=f"t{tag}.", bridge=bridge)
     env = {
+        "AGENTQ_BRIDGE_BATCH_SCALE_DIGITS_MLP": "4",
         "AGENTQ_KAFKA_JOBS_TOPIC": kafka.jobs_topic,
         "AGENTQ_KAFKA_DLQ_TOPIC": kafka.dlq_topic,
         "AGENTQ_KAFKA_GROUP_ID": kafka.group_id,
