@@ -14,7 +14,9 @@ altered:
 * ``input out of line``: the jsonb input stored in the TOAST table (``STORAGE EXTERNAL``,
   ``toast_tuple_target = 128``), so the two UPDATEs copy a short row and the input's pointer;
 * ``live-only status index``: the (status, updated_at) index replaced by one on updated_at over
-  queued/running rows only (what the reaper reads), so a terminal row leaves it.
+  queued/running rows only (what the reaper reads), so a terminal row leaves it;
+* ``partial tenant/finished indexes``: the tenant index over rows with a tenant, the (model,
+  finished_at) index over finished rows (migration 0008).
 
     python -m bench.ledger_cost --jobs 30000
 
@@ -72,6 +74,18 @@ VARIANTS: dict[str, list[str]] = {
         f"EXECUTE format('DROP INDEX %I.%I', '{SCRATCH}', i); END $$",
         "CREATE INDEX jobs_live_updated_idx ON jobs (updated_at) "
         "WHERE status IN ('queued', 'running')",
+    ],
+    # Migration 0008: rows without a tenant leave the tenant index, unfinished rows the
+    # (model, finished_at) index: two index entries fewer at the insert and at the claim.
+    "partial tenant/finished indexes": [
+        *(f"DO $$ DECLARE i text; BEGIN SELECT indexname INTO STRICT i FROM pg_indexes "
+          f"WHERE schemaname = '{SCRATCH}' AND tablename = 'jobs' "
+          f"AND indexdef LIKE '%({cols})'; "
+          f"EXECUTE format('DROP INDEX %I.%I', '{SCRATCH}', i); END $$"
+          for cols in ("tenant", "model, finished_at")),
+        "CREATE INDEX jobs_tenant_set_idx ON jobs (tenant) WHERE tenant IS NOT NULL",
+        "CREATE INDEX jobs_model_finished_set_idx ON jobs (model, finished_at) "
+        "WHERE finished_at IS NOT NULL",
     ],
 }
 

@@ -84,8 +84,11 @@ jobs = Table(
     Column("reply_to", Text),  # topic of the job's result event (the bridge's default included)
 )
 Index("jobs_status_updated_idx", jobs.c.status, jobs.c.updated_at)
-Index("jobs_model_finished_idx", jobs.c.model, jobs.c.finished_at)
-Index("jobs_tenant_idx", jobs.c.tenant)
+# Partial (0008): an unfinished row or one without a tenant is never looked up by these, and
+# every write of a job would otherwise add an entry to each.
+Index("jobs_model_finished_idx", jobs.c.model, jobs.c.finished_at,
+      postgresql_where=jobs.c.finished_at.isnot(None))
+Index("jobs_tenant_idx", jobs.c.tenant, postgresql_where=jobs.c.tenant.isnot(None))
 
 results = Table(
     "results",
