@@ -46,7 +46,24 @@ from storage.db import make_engine
 from storage.registry import active_variant, registered_names
 
 RESULTS = Path(__file__).resolve().parent / "results"
-BATCH = {"digits-mlp": 256, "minilm-l6": 64}  # what the bridge forms (bridge.consumer)
+BATCH = {"digits-mlp": 256, "minilm-l6": 64, "minilm-l6-fast": 64}  # bridge.consumer's
+# A faster tier answers the same request as its exact model: its baselines are the exact model's
+# (the naive worker runs minilm-l6 in PyTorch fp32), reused when measured earlier in the run.
+BASELINE_OF = {"minilm-l6-fast": "minilm-l6"}
+
+
+def gate_metrics(db: Engine, model: str) -> dict[str, Any]:
+    """The active cpu variant's gate numbers from the registry (what the run's answers cost)."""
+    with db.connect() as conn:
+        row = active_variant(conn, model, "cpu")
+    met = row.get("metrics") or {}
+    keep = ("accuracy", "mean_cosine", "min_cosine", "retrieval_top1", "retrieval_top1_ref",
+            "speedup_vs_fp32", "speedup_vs_exact_int8", "method")
+    out = {"variant": row["variant"], "version": row["version"],
+           **{k: met[k] for k in keep if k in met}}
+    if isinstance(met.get("hard"), dict):
+        out["hard"] = {k: met["hard"][k] for k in ("mean_cosine", "min_cosine") if k in met["hard"]}
+    return out
 
 
 # -- ceiling -----------------------------------------------------------------------------------
@@ -237,7 +254,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", type=int, default=2, help="worker processes (agentq, baselines)")
     p.add_argument("--loads", default="0.25,0.5,0.75")
     p.add_argument("--load-s", type=float, default=15.0, help="seconds per offered load")
-    p.add_argument("--models", default="digits-mlp,minilm-l6")
+    p.add_argument("--models", default="digits-mlp,minilm-l6,minilm-l6-fast")
     p.add_argument("--skip", default="",
                    help="comma list of phases: ceiling,naive,celery_batches,agentq")
     p.add_argument("--out", type=Path, default=RESULTS)
@@ -286,7 +303,8 @@ def command(args: argparse.Namespace, settings: Any) -> int:
         "bridge_max_batch": {m: batcher.limit(m) for m in BATCH},
         "loadavg_start": list(os.getloadavg()), "argv": sys.argv[1:]}, "models": {}}
     sizes = {"digits-mlp": (args.digits, args.naive_digits),
-             "minilm-l6": (args.minilm, args.naive_minilm)}
+             "minilm-l6": (args.minilm, args.naive_minilm),
+             "minilm-l6-fast": (args.minilm, args.naive_minilm)}
     try:
         for model in args.models.split(","):
             if model not in available:
@@ -295,18 +313,27 @@ def command(args: argparse.Namespace, settings: Any) -> int:
                 continue
             n_agentq, n_naive = sizes[model]
             jobs = make_jobs(model, n_agentq, args.seed)
-            m: dict[str, Any] = {"when": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())}
+            m: dict[str, Any] = {"when": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
+                                 "gate": gate_metrics(db, model)}
             if "ceiling" not in skip:
                 console.print(f"{model}: ceiling")
                 m["ceiling"] = ceiling(settings, db, model, jobs, args.workers)
-            if "naive" not in skip and n_naive:
-                m["naive"] = naive(settings, owner, model, jobs[:n_naive], args.workers,
-                                   log_dir, args.timeout_s)
-            if "celery_batches" not in skip and n_naive:
-                from bench.peers import celery_batches_baseline
+            base = BASELINE_OF.get(model, model)
+            earlier = res["models"].get(base, {}) if base != model else {}
+            base_jobs = jobs[:n_naive] if base == model else make_jobs(base, n_naive, args.seed)
+            for phase in ("naive", "celery_batches"):
+                if phase in skip or not n_naive:
+                    continue
+                if phase in earlier:  # the exact model's, measured earlier in this run
+                    m[phase] = dict(earlier[phase], baseline_of=base)
+                elif phase == "naive":
+                    m[phase] = naive(settings, owner, base, base_jobs, args.workers, log_dir,
+                                     args.timeout_s)
+                else:
+                    from bench.peers import celery_batches_baseline
 
-                m["celery_batches"] = celery_batches_baseline(
-                    settings, owner, model, jobs[:n_naive], args.workers, log_dir, args.timeout_s)
+                    m[phase] = celery_batches_baseline(
+                        settings, owner, base, base_jobs, args.workers, log_dir, args.timeout_s)
             if "agentq" not in skip:
                 m["agentq"] = agentq(settings, db, model, jobs, args.workers, loads, args.load_s,
                                      log_dir, args.timeout_s, args.seed)

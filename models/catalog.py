@@ -15,9 +15,9 @@ __all__ = ["CATALOG", "Handler", "ModelSpec", "Prepared", "names", "spec"]
 
 
 def _entries() -> tuple[ModelSpec, ...]:
-    from models import digits_mlp, minilm_l6, sentiment_minilm
+    from models import digits_mlp, minilm_l6, minilm_l6_fast, sentiment_minilm
 
-    return (digits_mlp.SPEC, minilm_l6.SPEC, sentiment_minilm.SPEC)
+    return (digits_mlp.SPEC, minilm_l6.SPEC, minilm_l6_fast.SPEC, sentiment_minilm.SPEC)
 
 
 CATALOG: Mapping[str, ModelSpec] = {spec.name: spec for spec in _entries()}
