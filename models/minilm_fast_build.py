@@ -95,6 +95,16 @@ class TierGate:
                 gate(ev.ref[n:], cand[n:], **th))
 
 
+def choose_active(gates: dict[str, tuple[Any, Any]], timings: dict[str, float]) -> str:
+    """The fastest candidate whose paraphrase-set and hard-text gates both passed;
+    ``AccuracyGateFailed`` (nothing is registered) when none did."""
+    passed = [v for v, (para, hard) in gates.items() if para.passed and hard.passed]
+    if not passed:
+        reasons = {v: list(p.failures) + list(h.failures) for v, (p, h) in gates.items()}
+        raise AccuracyGateFailed(f"{NAME}: no candidate passes the tier gate: {reasons}")
+    return min(passed, key=lambda v: timings[v])
+
+
 def _teacher_files(out: Path) -> tuple[Path, dict[str, Any]]:
     from models import minilm_build
 
@@ -176,11 +186,8 @@ def build(out: Path, step: Callable[[str], None]) -> dict[str, Any]:
     timed = {**files, **exact}
     timings = time_variants(timed, list(timed), threads, PARAMS["timing_rounds"])
     fp32_ms = timings.get("exact-fp32", timings["pruned"])  # the exact tier's ORT fp32
+    active = choose_active(gates, timings)
     passed = [v for v, (para, hard) in gates.items() if para.passed and hard.passed]
-    if not passed:
-        reasons = {v: list(p.failures) + list(h.failures) for v, (p, h) in gates.items()}
-        raise AccuracyGateFailed(f"{NAME}: no candidate passes the tier gate: {reasons}")
-    active = min(passed, key=lambda v: timings[v])
 
     variants = []
     for variant, (para, hard) in gates.items():

@@ -167,3 +167,52 @@ def test_sentiment_jobs_land_with_label_and_probs_equal_to_the_registered_model(
     accuracy = float(np.mean([by_row[j.job_id].label == y for j, y in zip(jobs, gold,
                                                                             strict=True)]))
     assert accuracy == pytest.approx(registered["metrics"]["accuracy"], abs=0.06)
+
+
+def test_fast_tier_jobs_equal_its_registered_model_and_stay_in_the_exact_models_space(
+        stack, worker_db):
+    # Given minilm-l6-fast registered (the fastest candidate that passed the tier gate)
+    with worker_db.connect() as conn:
+        try:
+            registered = active_variant(conn, "minilm-l6-fast", "cpu")
+        except Exception as e:
+            if IN_CI:
+                raise
+            pytest.skip(f"minilm-l6-fast not built here: {e}")
+    gate = registered["metrics"]["tier_gate"]
+    assert gate["passed"] and registered["metrics"]["hard"]["mean_cosine"] >= gate["min_mean"]
+    rng = random.Random(5)
+    texts = ["ok", "¿dónde está mi pedido?", "Сброс пароля не работает", "ERROR db timeout",
+             "the nightly export timed out again and support asked for logs " * 40] + [
+        sentence(rng) for _ in range(30)]
+    # When the same texts go through the pipeline to both tiers
+    jobs = {m: [JobMessage.new(m, {"text": t}) for t in texts]
+            for m in ("minilm-l6-fast", "minilm-l6")}
+    _run_through_pipeline(stack, worker_db, jobs["minilm-l6-fast"] + jobs["minilm-l6"],
+                          concurrency=1)
+    with worker_db.connect() as conn:
+        rows = conn.execute(text(
+            "SELECT r.job_id::text, r.embedding, r.extra, j.batch_id, j.model FROM results r "
+            "JOIN jobs j USING (job_id) WHERE r.job_id = ANY(CAST(:ids AS uuid[]))"),
+            {"ids": [j.job_id for js in jobs.values() for j in js]}).all()
+    by_row = {r.job_id: r for r in rows}
+    assert len(rows) == 2 * len(texts)
+    # Then each fast-tier result equals the registered fast model run directly on the batches
+    # the bridge formed,
+    fast_ids = {j.job_id for j in jobs["minilm-l6-fast"]}
+    batches: dict[str, list[str]] = {}
+    for r in rows:
+        if r.job_id in fast_ids:
+            batches.setdefault(r.batch_id, []).append(r.job_id)
+    by_id = {j.job_id: j for js in jobs.values() for j in js}
+    for ids in batches.values():
+        direct = _run_batch(stack.settings, worker_db, "minilm-l6-fast",
+                            [by_id[i].input for i in ids])
+        for job_id, ref in zip(ids, direct, strict=True):
+            np.testing.assert_allclose(by_row[job_id].embedding, ref["embedding"], atol=1e-5)
+            assert by_row[job_id].extra == ref["extra"]
+    assert by_row[jobs["minilm-l6-fast"][4].job_id].extra == {"tokens": 256, "truncated": True}
+    # and lands in the exact tier's embedding space (an index built with one serves the other).
+    cos = [float(np.dot(by_row[f.job_id].embedding, by_row[e.job_id].embedding))
+           for f, e in zip(jobs["minilm-l6-fast"], jobs["minilm-l6"], strict=True)]
+    assert min(cos) > 0.8 and float(np.mean(cos)) > 0.95

@@ -107,3 +107,28 @@ def test_the_training_corpus_is_distinct_texts_and_avoids_the_gates_seed():
     gate_only = set(hard_texts(7)[0]) - set(hard_texts(1002)[0]) - set(hard_texts(1003)[0]) \
         - set(hard_texts(1001)[0])
     assert gate_only and not gate_only & set(texts)
+
+
+def test_the_fastest_candidate_that_passes_the_tier_gate_is_activated_and_none_fails_the_build():
+    import numpy as np
+
+    from models.errors import AccuracyGateFailed
+    from models.minilm_eval import gate
+    from models.minilm_fast_build import PARAMS, choose_active
+
+    rng = np.random.default_rng(0)
+    ref = rng.normal(size=(40, 8))
+    ref /= np.linalg.norm(ref, axis=1, keepdims=True)
+    near = ref + 0.01 * rng.normal(size=ref.shape)
+    near /= np.linalg.norm(near, axis=1, keepdims=True)
+    far = rng.normal(size=ref.shape)
+    far /= np.linalg.norm(far, axis=1, keepdims=True)
+    th = {"min_mean": PARAMS["min_mean"], "min_min": PARAMS["min_min"]}
+    good, bad = gate(ref, near, **th), gate(ref, far, **th)
+    assert good.passed and not bad.passed
+    timings = {"int8": 3.0, "pruned-int8": 2.0, "distilled-int8": 1.0}
+    # the fastest candidate fails its hard-text gate: the fastest one that passes both wins
+    gates = {"int8": (good, good), "pruned-int8": (good, good), "distilled-int8": (good, bad)}
+    assert choose_active(gates, timings) == "pruned-int8"
+    with pytest.raises(AccuracyGateFailed, match="no candidate passes the tier gate"):
+        choose_active({"int8": (bad, good), "pruned-int8": (good, bad)}, timings)
