@@ -44,7 +44,7 @@ def sample(owner_db: Any):
     model = f"views-model-{uuid.uuid4().hex[:8]}"
     now = datetime.now(UTC)
     ids = {k: str(uuid.uuid4()) for k in ("query", "near", "far", "ok1", "ok2", "slow", "bad",
-                                          "rej", "exp", "sad")}
+                                          "rej", "exp", "sad", "fast")}
     base = dict(tenant=tenant, priority=0, meta=None, queue="cpu", batch_id="b",
                 source_topic="t", source_partition=0, source_offset=0, deadline_at=None,
                 reason=None, error=None)
@@ -67,19 +67,21 @@ def sample(owner_db: Any):
         job("rej", model, "rejected", 1, reason="SCHEMA", error="no"),
         job("exp", model, "expired", 1, reason="EXPIRED", error="late"),
         job("sad", "sentiment-minilm", "succeeded", 15, input={"text": "worst flight ever"}),
+        job("fast", "minilm-l6-fast", "succeeded", 10, input={"text": "query"}),
     ]
     # Every row finishes now, so "today" filters (on finished_at) hold at any hour of the day:
     # the slow job's 20-hour latency never depends on the wall clock.
     embeddings = {"query": unit([1.0, 0.0, 0.2]), "near": unit([0.9, 0.1, 0.2]),
-                  "far": unit([0.0, 1.0, 0.0])}
-    extras = {"query": {"tokens": 5, "truncated": False}, "near": {"tokens": 5, "truncated": False},
+                  "far": unit([0.0, 1.0, 0.0]), "fast": unit([1.0, 0.05, 0.2])}
+    extras = {"fast": {"tokens": 3, "truncated": False},"query": {"tokens": 5, "truncated": False}, "near": {"tokens": 5, "truncated": False},
               "far": {"tokens": 256, "truncated": True}}
     with owner_db.begin() as conn:
         insert_jobs(conn, rows)
         for key, emb in embeddings.items():
             conn.execute(text("INSERT INTO results (job_id, model, embedding, extra) "
-                              "VALUES (:j, 'minilm-l6', :e, CAST(:x AS jsonb))"),
-                         {"j": ids[key], "e": emb, "x": json.dumps(extras[key])})
+                              "VALUES (:j, :m, :e, CAST(:x AS jsonb))"),
+                         {"j": ids[key], "e": emb, "x": json.dumps(extras[key]),
+                          "m": "minilm-l6-fast" if key == "fast" else "minilm-l6"})
         conn.execute(text("INSERT INTO results (job_id, model, label, probs, extra) "
                           "VALUES (:j, 'sentiment-minilm', 0, :p, CAST(:x AS jsonb))"),
                      {"j": ids["sad"], "p": [0.97, 0.02, 0.01], "x": json.dumps(
@@ -156,6 +158,10 @@ def test_every_cookbook_query_runs_and_answers(worker_db: Any, sample: dict) -> 
     failures = find("interval '1 hour'\nGROUP BY model, status, reason")
     assert {(r["status"], r["reason"]) for r in failures if r["model"] == model} == {
         ("failed", "INFERENCE_FAILED"), ("rejected", "SCHEMA"), ("expired", "EXPIRED")}
+    pairs = find("AS pairs")
+    assert pairs[0]["pairs"] >= 1 and pairs[0]["min_cosine"] is not None
+    assert {r["variant"] for r in find("FROM models\nWHERE name = 'minilm-l6-fast'")} <= {
+        "int8", "pruned", "pruned-int8", "distilled", "distilled-int8"}
     throughput = find("finished_at >= now() - interval '5 minutes'")
     assert {r["model"]: r["succeeded"] for r in throughput}[model] == 3
     latency = find("FROM job_latency_per_minute")
