@@ -52,6 +52,17 @@ BATCH = {"digits-mlp": 256, "minilm-l6": 64, "minilm-l6-fast": 64}  # bridge.con
 BASELINE_OF = {"minilm-l6-fast": "minilm-l6"}
 
 
+def cpu_model() -> str:
+    """The CPU's model name (runs on different hosts differ most in what int8 gains)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
 def gate_metrics(db: Engine, model: str) -> dict[str, Any]:
     """The active cpu variant's gate numbers from the registry (what the run's answers cost)."""
     with db.connect() as conn:
@@ -297,7 +308,7 @@ def command(args: argparse.Namespace, settings: Any) -> int:
     batcher = make_batcher(settings)
     res: dict[str, Any] = {"meta": {
         "when": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
-        "machine": platform.platform(), "cpus": os.cpu_count(),
+        "machine": platform.platform(), "cpus": os.cpu_count(), "cpu_model": cpu_model(),
         "workers": args.workers, "max_wait_ms": settings.bridge.max_wait_ms,
         "max_batch": BATCH,  # the ceiling's arrival-order batches
         "bridge_max_batch": {m: batcher.limit(m) for m in BATCH},

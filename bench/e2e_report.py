@@ -25,7 +25,7 @@ def ratios(m: dict[str, Any]) -> dict[str, float | None]:
 
 def _extra_meta(meta: dict[str, Any]) -> str:
     """Bridge batch limits and the load average around the run, when the run recorded them."""
-    out = ""
+    out = f" · {meta['cpu_model']}" if meta.get("cpu_model") else ""
     if meta.get("bridge_max_batch"):
         out += " · bridge max batch " + ", ".join(f"{m} {n}"
                                                   for m, n in meta["bridge_max_batch"].items())
@@ -71,6 +71,22 @@ def write_markdown(res: dict[str, Any], path: Path) -> None:
                          f"{lat['kafka_ms']} | {lat['batching_ms']} | {lat['in_queue_ms']} | "
                          f"{lat['run_ms']} | "
                          f"{lat['avg_batch']} |")
+    gated = [(model, m["gate"]) for model, m in res["models"].items() if m.get("gate")]
+    if gated:
+        lines += ["", "What each model's answers cost: the active variant's gate numbers from "
+                  "the registry (text models: cosine to PyTorch fp32 on the paraphrase set and "
+                  "the hard texts, retrieval top-1; classifiers: held-out accuracy). A faster "
+                  "tier's baselines are its exact model's (`baseline_of`).", "",
+                  "| model | variant | accuracy | mean / min cosine | hard mean / min | "
+                  "top-1 (fp32) | speed vs ORT fp32 |", "|---|---|---|---|---|---|---|"]
+        for model, g in gated:
+            hard = g.get("hard") or {}
+            cos = (f"{g['mean_cosine']} / {g['min_cosine']}" if "mean_cosine" in g else "–")
+            hcos = (f"{hard['mean_cosine']} / {hard['min_cosine']}" if hard else "–")
+            top = (f"{g['retrieval_top1']} ({g.get('retrieval_top1_ref')})"
+                   if g.get("retrieval_top1") is not None else "–")
+            lines.append(f"| {model} | {g['variant']} | {g.get('accuracy', '–')} | {cos} | "
+                         f"{hcos} | {top} | {g.get('speedup_vs_fp32', '–')} |")
     lines += ["", "Ceiling: raw ONNX Runtime, pre-tokenised batches in arrival order padded to "
               "each batch's longest, threads = worker processes. Naive: one Celery task per job, "
               "PyTorch fp32, one INSERT per result. celery-batches: one task message per job to a "

@@ -22,7 +22,7 @@ DEPLOY = ROOT / "deploy"
 RUNTIME_ROOMS = ("agentq", "cli", "producers", "bridge", "workers", "engine", "ops", "storage",
                  "models", "migrations")
 BUILD_ONLY = ("models/digits.py", "models/minilm.py", "models/digits_build.py",
-              "models/minilm_build.py", "models/minilm_eval.py")
+              "models/minilm_build.py", "models/minilm_eval.py", "models/minilm_prune.py")
 
 
 @pytest.fixture(scope="module")

