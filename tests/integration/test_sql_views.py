@@ -73,8 +73,8 @@ def sample(owner_db: Any):
     # the slow job's 20-hour latency never depends on the wall clock.
     embeddings = {"query": unit([1.0, 0.0, 0.2]), "near": unit([0.9, 0.1, 0.2]),
                   "far": unit([0.0, 1.0, 0.0]), "fast": unit([1.0, 0.05, 0.2])}
-    extras = {"fast": {"tokens": 3, "truncated": False},"query": {"tokens": 5, "truncated": False}, "near": {"tokens": 5, "truncated": False},
-              "far": {"tokens": 256, "truncated": True}}
+    extras = {"query": {"tokens": 5, "truncated": False}, "near": {"tokens": 5, "truncated": False},
+              "far": {"tokens": 256, "truncated": True}, "fast": {"tokens": 3, "truncated": False}}
     with owner_db.begin() as conn:
         insert_jobs(conn, rows)
         for key, emb in embeddings.items():
