@@ -151,9 +151,12 @@ def round_trips(settings: Settings, available: set[str], n: int,
     jobs = []
     if "minilm-l6" in available:
         jobs += [JobMessage.new("minilm-l6", {"text": t}) for t in (AGENT_TEXTS * n)[:n]]
+    if "minilm-l6-fast" in available:  # the faster tier, on the same texts: same space
+        jobs += [JobMessage.new("minilm-l6-fast", {"text": t}) for t in AGENT_TEXTS[:min(n, 1)]]
     if "digits-mlp" in available:
         jobs += list(synthetic_jobs("digits-mlp", n, seed=42))
     out = []
+    exact: dict[str, list[float]] = {}  # minilm-l6's embedding of each text, for the fast tier
     with JobClient(settings, db_url=settings.worker_database_url) as client:
         for job in jobs:
             t0 = time.perf_counter()
@@ -162,6 +165,12 @@ def round_trips(settings: Settings, available: set[str], n: int,
             if res.embedding is not None:
                 head = [round(x, 4) for x in res.embedding[:3]]
                 shown = f"embedding[{len(res.embedding)}] = {head}…"
+                text_ = str(job.input.get("text"))
+                if job.model == "minilm-l6":
+                    exact[text_] = list(res.embedding)
+                elif text_ in exact:
+                    cos = sum(a * b for a, b in zip(res.embedding, exact[text_], strict=True))
+                    shown += f", cosine to minilm-l6's {cos:.4f}"
             else:
                 shown = f"label {res.label} (p={max(res.probs or [0]):.3f})"
             what = job.input.get("text") or "8x8 image"
