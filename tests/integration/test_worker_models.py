@@ -49,6 +49,20 @@ def _run_batch(settings, worker_db, model: str, inputs: list[dict]) -> list[dict
     return handler.results(engine.run(model, prepared.feeds), prepared)
 
 
+def _direct_on_bridge_batches(settings, worker_db, model: str, rows, jobs):
+    """``(job_id, result)`` for every row of ``jobs``: the registered model run directly on the
+    very batches the bridge formed (rows carry ``job_id`` and ``batch_id``). Dynamic int8 scales
+    activations over a whole batch, so only the same batch reproduces a result exactly."""
+    by_id = {j.job_id: j for j in jobs}
+    batches: dict[str, list[str]] = {}
+    for r in rows:
+        if r.job_id in by_id:
+            batches.setdefault(r.batch_id, []).append(r.job_id)
+    for ids in batches.values():
+        direct = _run_batch(settings, worker_db, model, [by_id[i].input for i in ids])
+        yield from zip(ids, direct, strict=True)
+
+
 def test_every_digits_job_gets_one_result_equal_to_the_model_run_directly(stack, worker_db):
     s = stack.settings
     digits = load_digits()
@@ -107,19 +121,12 @@ def test_minilm_worker_uses_the_registered_int8_variant_and_matches_the_engine(s
     assert extra[jobs[3].job_id] == {"tokens": 256, "truncated": True}
     assert not any(extra[j.job_id]["truncated"] for j in jobs if j is not jobs[3])
     got = {r.job_id: np.asarray(r.embedding, dtype=np.float32) for r in rows}
-    batches: dict[str, list[str]] = {}
-    for r in rows:
-        batches.setdefault(r.batch_id, []).append(r.job_id)
-    by_id = {j.job_id: j for j in jobs}
-    # Dynamic int8 scales activations over the whole batch, so the engine is run directly on the
-    # very batches the bridge formed (same jobs; row order does not change the result).
-    for ids in batches.values():
-        direct = _run_batch(s, worker_db, "minilm-l6", [by_id[i].input for i in ids])
-        for job_id, ref in zip(ids, direct, strict=True):
-            a = got[job_id]
-            assert a.shape == (384,)
-            assert abs(float(np.linalg.norm(a)) - 1.0) < 1e-3
-            np.testing.assert_allclose(a, np.asarray(ref["embedding"], np.float32), atol=1e-5)
+    # The engine run directly on the very batches the bridge formed gives the same embeddings.
+    for job_id, ref in _direct_on_bridge_batches(s, worker_db, "minilm-l6", rows, jobs):
+        a = got[job_id]
+        assert a.shape == (384,)
+        assert abs(float(np.linalg.norm(a)) - 1.0) < 1e-3
+        np.testing.assert_allclose(a, np.asarray(ref["embedding"], np.float32), atol=1e-5)
 
 
 def test_sentiment_jobs_land_with_label_and_probs_equal_to_the_registered_model(
@@ -153,16 +160,10 @@ def test_sentiment_jobs_land_with_label_and_probs_equal_to_the_registered_model(
         assert len(r.probs) == 3 and abs(sum(r.probs) - 1.0) < 1e-4
         assert r.extra["label"] == labels[r.label] and r.label == int(np.argmax(r.probs))
     # equal to the registered model run directly on the very batches the bridge formed,
-    batches: dict[str, list[str]] = {}
-    for r in rows:
-        batches.setdefault(r.batch_id, []).append(r.job_id)
-    by_id = {j.job_id: j for j in jobs}
-    for ids in batches.values():
-        direct = _run_batch(stack.settings, worker_db, "sentiment-minilm",
-                            [by_id[i].input for i in ids])
-        for job_id, ref in zip(ids, direct, strict=True):
-            assert by_row[job_id].label == ref["label"]
-            np.testing.assert_allclose(by_row[job_id].probs, ref["probs"], atol=1e-5)
+    for job_id, ref in _direct_on_bridge_batches(stack.settings, worker_db, "sentiment-minilm",
+                                                 rows, jobs):
+        assert by_row[job_id].label == ref["label"]
+        np.testing.assert_allclose(by_row[job_id].probs, ref["probs"], atol=1e-5)
     # and as accurate on these held-out texts as the build measured (within sampling error).
     accuracy = float(np.mean([by_row[j.job_id].label == y for j, y in zip(jobs, gold,
                                                                             strict=True)]))
@@ -199,18 +200,10 @@ def test_fast_tier_jobs_equal_its_registered_model_and_stay_in_the_exact_models_
     assert len(rows) == 2 * len(texts)
     # Then each fast-tier result equals the registered fast model run directly on the batches
     # the bridge formed,
-    fast_ids = {j.job_id for j in jobs["minilm-l6-fast"]}
-    batches: dict[str, list[str]] = {}
-    for r in rows:
-        if r.job_id in fast_ids:
-            batches.setdefault(r.batch_id, []).append(r.job_id)
-    by_id = {j.job_id: j for js in jobs.values() for j in js}
-    for ids in batches.values():
-        direct = _run_batch(stack.settings, worker_db, "minilm-l6-fast",
-                            [by_id[i].input for i in ids])
-        for job_id, ref in zip(ids, direct, strict=True):
-            np.testing.assert_allclose(by_row[job_id].embedding, ref["embedding"], atol=1e-5)
-            assert by_row[job_id].extra == ref["extra"]
+    for job_id, ref in _direct_on_bridge_batches(stack.settings, worker_db, "minilm-l6-fast",
+                                                 rows, jobs["minilm-l6-fast"]):
+        np.testing.assert_allclose(by_row[job_id].embedding, ref["embedding"], atol=1e-5)
+        assert by_row[job_id].extra == ref["extra"]
     assert by_row[jobs["minilm-l6-fast"][4].job_id].extra == {"tokens": 256, "truncated": True}
     # and lands in the exact tier's embedding space (an index built with one serves the other).
     cos = [float(np.dot(by_row[f.job_id].embedding, by_row[e.job_id].embedding))
