@@ -7,6 +7,15 @@ callback stops heartbeats. So the callbacks are coroutines (``AsyncConsumerRebal
 the ledger and Celery work runs on a helper thread while the callback awaits the IO loop's own
 sleep (heartbeats go on), and the commit is sent with ``commit_async`` and awaited the same way.
 The bridge's own thread is blocked in ``poll`` meanwhile, so nothing else touches its state.
+
+A rejoin that kafka-python (3.0.12) starts itself — the subscribed topic's partitions changed,
+e.g. a topic created just before the bridge subscribed, or partitions added — is driven by its
+metadata snapshot, not by its ``rejoin_needed`` flag. As the leader it updates that snapshot while
+the JoinGroup/SyncGroup task is still in flight; a ``poll`` whose timeout ends in that window (the
+bridge polls with the time left to its next batch deadline, often 0-5 ms) then sees nothing to
+rejoin, and the in-flight task's assignment is never applied: the bridge holds no partitions
+until some later rebalance. ``on_partitions_revoked`` runs at the start of every rejoin, so it
+sets the flag (``request_rejoin``); the flag is cleared only when the join completes.
 """
 
 from __future__ import annotations
@@ -26,6 +35,13 @@ log = get_logger("agentq.bridge")
 COMMIT_TIMEOUT_S = 15.0
 
 
+def keep_join_awaited(consumer: Any) -> None:
+    """Mark the rejoin that is starting as needed until it completes (see the module's note)."""
+    coordinator = getattr(consumer, "_coordinator", None)
+    if coordinator is not None:
+        coordinator.request_rejoin()
+
+
 class Listener(AsyncConsumerRebalanceListener):
     def __init__(self, bridge: Any) -> None:
         self.bridge = bridge
@@ -34,6 +50,7 @@ class Listener(AsyncConsumerRebalanceListener):
     async def on_partitions_revoked(self, revoked: Any) -> None:
         partitions: list[TopicPartition] = list(revoked)
         b = self.bridge
+        keep_join_awaited(b.consumer)
         await self._off_thread(b.flush_all)
         if self.fatal is None:
             await self._commit(b.tracker.committable())

@@ -131,3 +131,32 @@ def test_a_bridge_on_a_just_created_topic_owns_every_partition_within_seconds(
     finally:
         st.stop_all()
         delete_topics(s.kafka, [s.kafka.jobs_topic, s.kafka.dlq_topic])
+
+
+def test_a_rejoin_the_client_starts_itself_is_completed_by_a_bridge_polling_with_short_timeouts(
+        built_models, worker_db):
+    # Given a bridge whose polls are 1 ms long (as when a batch deadline is due) and three topics
+    # created just before it subscribes, so its first assignment is empty and the client rejoins
+    # on its own once the partitions appear in its metadata,
+    from dataclasses import replace
+
+    from bridge.consumer import Bridge
+    from workers.app import make_celery
+
+    for attempt in range(3):
+        s, _ = isolated_settings(built_models, f"shortpoll{attempt}")
+        s = replace(s, bridge=replace(s.bridge, poll_timeout_ms=1))
+        ensure_topics(s.kafka)
+        bridge = Bridge(s, worker_db, make_celery(s))
+        try:
+            # when it steps,
+            end = time.monotonic() + 20
+            while len(bridge.consumer.assignment()) < s.kafka.jobs_partitions:
+                assert time.monotonic() < end, f"attempt {attempt}: {bridge.consumer.assignment()}"
+                bridge.step()
+            # then that rejoin's assignment is applied: it owns every partition.
+            assert {tp.partition for tp in bridge.consumer.assignment()} == set(
+                range(s.kafka.jobs_partitions))
+        finally:
+            bridge.shutdown()
+            delete_topics(s.kafka, [s.kafka.jobs_topic, s.kafka.dlq_topic])
