@@ -145,7 +145,10 @@ class Bridge:
         as soon as the queue is empty again."""
         wait = self.s.bridge.max_wait_ms
         busy = self.s.bridge.busy_wait_ms
-        return max(wait, busy) if busy and self.router.depth() > 0 else wait
+        if not busy:
+            return wait
+        depth = self.router.depth(self.s.bridge.busy_depth_max_age_ms / 1000)
+        return max(wait, busy) if depth > 0 else wait
 
     def _accept(self, tp: TopicPartition, r: Any, now_ms: float) -> None:
         self.stats["received"] += 1
