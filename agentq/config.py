@@ -120,6 +120,10 @@ class BridgeSettings:
     # refresh). At 250 ms a batch waited up to 250 ms after the queue had emptied: digits-mlp
     # p99 at 4,000 jobs/s offered was 468 ms at 250 and 297 ms at 20 (bench.latency_knobs).
     busy_depth_max_age_ms: int = 20
+    # Token-bucketed models: when a window closes, the next longer bucket joins the batch being
+    # formed only while the padding it adds (items already there × the length difference, in
+    # tokens) stays within this; a larger value merges more (one batch per window at most).
+    merge_pad_tokens: int = 64
     dispatch_threads: int = 3  # threads making batches durable (ledger write, then publish)
     dlq_timeout_s: float = 120.0  # a DLQ copy not acknowledged by then stops the bridge
     dlq_max_value_bytes: int = 512 * 1024  # larger DLQ copies are truncated (header says so)

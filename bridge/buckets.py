@@ -28,6 +28,14 @@ def token_bucket(tokens: int, edges: Sequence[int] = EDGES) -> int:
     return len(edges)
 
 
+CONTEXT = 256  # the longest bucket's upper bound: the text models' context (longer is truncated)
+
+
+def bucket_upper(index: int, edges: Sequence[int] = EDGES, context: int = CONTEXT) -> int:
+    """The most tokens an item of bucket ``index`` can have (what a batch is padded to)."""
+    return edges[index] - 1 if index < len(edges) else context
+
+
 def _bucket_of_item(count: Callable[[dict[str, Any]], int]) -> Callable[[Any], int]:
     return lambda item: token_bucket(count(item.job.input))
 
@@ -40,6 +48,12 @@ def bucket_fns(catalog: Mapping[str, ModelSpec] = CATALOG) -> dict[str, Callable
         if entry.make_token_counter is not None:
             fns[name] = _bucket_of_item(entry.make_token_counter())
     return fns
+
+
+def bucket_lengths(catalog: Mapping[str, ModelSpec] = CATALOG) -> dict[str, Callable[[int], int]]:
+    """For every token-bucketed model: bucket index → its upper length (``bucket_upper``)."""
+    return {name: bucket_upper for name, entry in catalog.items()
+            if entry.make_token_counter is not None}
 
 
 @dataclass(frozen=True)

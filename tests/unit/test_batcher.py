@@ -53,3 +53,36 @@ def test_a_longer_window_holds_the_batch_until_it_passes():
     b.add("m", 1, now_ms=0)
     assert b.due(25, wait_ms=200) == [] and b.next_deadline_ms(200) == 200
     assert [x.items for x in b.due(200, wait_ms=200)] == [[1]]
+
+
+def _padded_batcher(pad: int | None) -> MicroBatcher:
+    # items are token counts; bucket = tens; a bucket's upper length = its tens + 9
+    return MicroBatcher(max_batch=64, max_wait_ms=5, bucket_fns={"t": lambda n: n // 10},
+                        bucket_lengths={"t": lambda k: 10 * k + 9}, merge_pad_tokens=pad)
+
+
+def test_a_longer_bucket_joins_only_while_the_padding_it_adds_stays_within_the_limit():
+    # Given a window of ten 5-token items, one 15-token item and two 95-token items,
+    b = _padded_batcher(pad=64)
+    for n in [5] * 10 + [15, 95, 95]:
+        b.add("t", n, 0)
+    # when it closes, the 15-token bucket joins (10 items x 10 tokens = 100 > 64: it does not),
+    batches = [x.items for x in b.due(10)]
+    # so: the short ones alone, the 15 alone (1 x 80 = 80 > 64 keeps the 95s apart too).
+    assert batches == [[5] * 10, [15], [95, 95]]
+
+
+def test_few_short_items_still_merge_into_one_batch():
+    # Given a window of one item in each of three neighbouring buckets,
+    b = _padded_batcher(pad=64)
+    for n in (5, 15, 25):
+        b.add("t", n, 0)
+    # then the padding each adds is small (1 x 10, 2 x 10 tokens): one batch.
+    assert [x.items for x in b.due(10)] == [[5, 15, 25]]
+
+
+def test_without_a_padding_limit_every_bucket_of_the_window_merges():
+    b = _padded_batcher(pad=None)
+    for n in [5] * 10 + [15, 95, 95]:
+        b.add("t", n, 0)
+    assert [x.items for x in b.due(10)] == [[5] * 10 + [15, 95, 95]]
