@@ -36,7 +36,7 @@ from sqlalchemy import Engine, text
 from agentq.config import Settings
 from bench.e2e_report import merge, ratios, write_all
 from bench.models_bench import cpu_session, registry_file
-from bench.workload import console, isolated, make_jobs, progress, scalar, wait
+from bench.workload import console, drop_queues, isolated, make_jobs, progress, scalar, wait
 from bridge.consumer import make_batcher
 from ops.stack import Stack
 from producers.cli import produce
@@ -250,9 +250,7 @@ def agentq(settings: Settings, db: Engine, model: str, jobs: list[JobMessage], w
                 "avg_batch": round(lat.jobs / max(1, lat.batches), 1)})
     finally:
         stack.stop_all()
-        import redis
-
-        redis.Redis.from_url(s.redis_url).delete(s.queue_prefix + "cpu", s.queue_prefix + "gpu")
+        drop_queues(s)
     return out
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import tempfile
 import time
@@ -27,7 +28,7 @@ from sqlalchemy import text
 
 from agentq.config import Settings
 from bench.e2e import _send, _terminal, cpu_model
-from bench.workload import console, isolated, make_jobs, wait
+from bench.workload import console, drop_queues, isolated, make_jobs, wait
 from ops.stack import Stack
 from producers.topics import delete_topics, ensure_topics
 from storage.db import make_engine
@@ -104,9 +105,7 @@ def one(settings: Settings, db: Any, name: str, rate: float, load_s: float, seed
             r = conn.execute(STAGES_SQL, {"ids": ids}).one()
     finally:
         stack.stop_all()
-        import redis
-
-        redis.Redis.from_url(s.redis_url).delete(s.queue_prefix + "cpu", s.queue_prefix + "gpu")
+        drop_queues(s)
         try:
             delete_topics(s.kafka, [s.kafka.jobs_topic, s.kafka.dlq_topic])
         except Exception:  # best effort
@@ -195,8 +194,6 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"unknown configs {sorted(unknown)}; known: {sorted(CONFIGS)}")
     settings = Settings.from_env()
     db = make_engine(settings.database_url, pool_size=2, app_name="agentq-bench-latency")
-    import os
-
     meta = {"when": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
             "platform": platform.platform(), "cpus": os.cpu_count(), "cpu_model": cpu_model(),
             "rate": a.rate, "load_s": a.load_s, "rounds": a.rounds,

@@ -57,10 +57,10 @@ def _drain_once(mode: str, model: str, n_jobs: int, workers: int, seed: int, log
     pre-load ``n_jobs`` while no bridge reads, start the bridge, time received → finished."""
     from dataclasses import replace
 
-    import redis
     from sqlalchemy import text
 
     from agentq.config import Settings
+    from bench.workload import drop_queues
     from ops.stack import Stack
     from producers.cli import produce
     from producers.synthetic import synthetic_jobs
@@ -119,7 +119,7 @@ def _drain_once(mode: str, model: str, n_jobs: int, workers: int, seed: int, log
     finally:
         stack.stop_all()
         db.dispose()
-        redis.Redis.from_url(s.redis_url).delete(s.queue_prefix + "cpu", s.queue_prefix + "gpu")
+        drop_queues(s)
 
 
 def end_to_end(models: list[str], jobs: dict[str, int], workers: int, reps: int,

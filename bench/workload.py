@@ -60,6 +60,15 @@ def isolated(settings: Settings, tag: str) -> tuple[Settings, dict[str, str]]:
     return s, env
 
 
+def drop_queues(s: Settings) -> None:
+    """Delete the Celery queues of an ``isolated`` run (what its stopped workers left in Redis)."""
+    import redis
+
+    from workers.queues import QUEUES
+
+    redis.Redis.from_url(s.redis_url).delete(*(s.queue_prefix + q for q in QUEUES))
+
+
 # -- waiting and progress ----------------------------------------------------------------------
 def scalar(db: Engine, sql: Any, params: dict[str, Any] | None = None) -> int:
     with db.connect() as conn:
