@@ -31,14 +31,15 @@ class MicroBatcher:
     def __init__(self, max_batch: int, max_wait_ms: float,
                  bucket_fns: dict[str, BucketFn] | None = None,
                  max_batch_for: dict[str, int] | None = None,
-                 bucket_lengths: dict[str, Callable[[int], int]] | None = None,
+                 bucket_upper: Callable[[int], int] | None = None,
                  merge_pad_tokens: int | None = None) -> None:
         self.max_batch = max_batch
         # When a window closes, a model's buckets are merged in length order; with
-        # ``merge_pad_tokens`` a bucket joins the batch being formed only while the padding it adds
-        # to the items already there (their count × the length difference) stays within it —
-        # beyond, the padded tokens cost more than one more batch does.
-        self._lengths = bucket_lengths or {}
+        # ``merge_pad_tokens`` (and ``bucket_upper``: bucket index → its longest length) a bucket
+        # of a bucketed model joins the batch being formed only while the padding it adds to the
+        # items already there (their count × the length difference) stays within it — beyond,
+        # the padded tokens cost more than one more batch does.
+        self._bucket_upper = bucket_upper
         self.merge_pad_tokens = merge_pad_tokens
         self.max_wait_ms = max_wait_ms
         self._bucket_fns = bucket_fns or {}
@@ -93,13 +94,13 @@ class MicroBatcher:
         current: list[Any] = []
         opened = float("inf")
         limit = self.limit(model)
-        pad_limit = self.merge_pad_tokens
-        length_of = self._lengths.get(model) if pad_limit is not None else None
+        pad_limit = self.merge_pad_tokens if model in self._bucket_fns else None
+        length_of = self._bucket_upper
         padded_to = 0  # the current batch's longest bucket length
         for key in keys:
             bucket = self._buckets.pop(key)
             self._size -= len(bucket.items)
-            if length_of is not None and pad_limit is not None:
+            if pad_limit is not None and length_of is not None:
                 length = length_of(key[1])
                 if current and len(current) * (length - padded_to) > pad_limit:
                     out.append(Batch(model, current, opened))

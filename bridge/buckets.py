@@ -50,12 +50,6 @@ def bucket_fns(catalog: Mapping[str, ModelSpec] = CATALOG) -> dict[str, Callable
     return fns
 
 
-def bucket_lengths(catalog: Mapping[str, ModelSpec] = CATALOG) -> dict[str, Callable[[int], int]]:
-    """For every token-bucketed model: bucket index → its upper length (``bucket_upper``)."""
-    return {name: bucket_upper for name, entry in catalog.items()
-            if entry.make_token_counter is not None}
-
-
 @dataclass(frozen=True)
 class Padding:
     """Tokens in batches padded to each batch's longest item."""

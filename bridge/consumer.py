@@ -26,7 +26,7 @@ from agentq.config import Settings
 from agentq.failpoints import failpoint
 from agentq.log import get_logger
 from bridge.batcher import Batch, MicroBatcher
-from bridge.buckets import bucket_fns, bucket_lengths
+from bridge.buckets import bucket_fns, bucket_upper
 from bridge.dispatch import Dispatcher
 from bridge.inflight import InflightGate
 from bridge.isolate import write_isolating
@@ -389,4 +389,4 @@ def make_batcher(settings: Settings) -> MicroBatcher:
     scale = {name: b.batch_scale.get(name, entry.batch_scale) for name, entry in CATALOG.items()}
     return MicroBatcher(b.max_batch, b.max_wait_ms, bucket_fns=bucket_fns(),
                         max_batch_for={m: b.max_batch * k for m, k in scale.items() if k != 1},
-                        bucket_lengths=bucket_lengths(), merge_pad_tokens=b.merge_pad_tokens)
+                        bucket_upper=bucket_upper, merge_pad_tokens=b.merge_pad_tokens)

@@ -58,7 +58,7 @@ def test_a_longer_window_holds_the_batch_until_it_passes():
 def _padded_batcher(pad: int | None) -> MicroBatcher:
     # items are token counts; bucket = tens; a bucket's upper length = its tens + 9
     return MicroBatcher(max_batch=64, max_wait_ms=5, bucket_fns={"t": lambda n: n // 10},
-                        bucket_lengths={"t": lambda k: 10 * k + 9}, merge_pad_tokens=pad)
+                        bucket_upper=lambda k: 10 * k + 9, merge_pad_tokens=pad)
 
 
 def test_a_longer_bucket_joins_only_while_the_padding_it_adds_stays_within_the_limit():
@@ -86,3 +86,4 @@ def test_without_a_padding_limit_every_bucket_of_the_window_merges():
     for n in [5] * 10 + [15, 95, 95]:
         b.add("t", n, 0)
     assert [x.items for x in b.due(10)] == [[5] * 10 + [15, 95, 95]]
+
