@@ -87,3 +87,22 @@ def test_without_a_padding_limit_every_bucket_of_the_window_merges():
         b.add("t", n, 0)
     assert [x.items for x in b.due(10)] == [[5] * 10 + [15, 95, 95]]
 
+
+def test_the_bridges_batcher_keeps_a_long_text_out_of_a_window_of_short_ones():
+    # Given the bridge's own batcher (its settings' padding limit, the catalogue's buckets),
+    from types import SimpleNamespace
+
+    from agentq.config import Settings
+    from bridge.consumer import make_batcher
+
+    b = make_batcher(Settings())
+
+    def item(text: str):
+        return SimpleNamespace(job=SimpleNamespace(input={"text": text}))
+
+    short = [item("reset my password") for _ in range(10)]
+    long = item(" ".join(["where is the order I placed last week"] * 12))
+    for it in [*short, long]:
+        b.add("minilm-l6", it, 0)
+    # when the window closes, the short texts and the long one go in separate batches.
+    assert [x.items for x in b.due(10_000)] == [short, [long]]
