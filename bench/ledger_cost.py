@@ -3,14 +3,17 @@
 The stage budget (``bench.stage_budget``) finds PostgreSQL the largest consumer of the pipeline
 (≈ 220–280 µs of CPU per digits job). This splits that number by statement: a digits-shaped job
 (64-float jsonb input, 10 probabilities) goes through the ledger's own functions as the bridge and
-the worker call them — ``queue_jobs`` (the queued insert), ``claim_jobs`` (queued → running),
-``finish_jobs`` (running → succeeded plus the results insert) — in batches of 256, and the CPU of
+the worker call them — ``queue_jobs`` (the queued insert), ``claim_batch`` (one ``batches`` row
+per batch: its jobs are running under it), ``finish_jobs`` (→ succeeded plus the results insert)
+— in batches of 256, and the CPU of
 every PostgreSQL process (backends, WAL writer, checkpointer) is read from ``/proc`` around each
 phase. Each variant runs on scratch copies of ``jobs`` and ``results`` (``CREATE TABLE … (LIKE …
 INCLUDING ALL)`` in a schema of its own, with the reply triggers, in the migrated database), then
 altered:
 
 * ``as migrated``: the schema as it ships;
+* ``as migrated (per-job running, 0008)``: the same schema, claimed the way it was before migration
+  0009 — an UPDATE of every job to ``running`` — the baseline of the per-batch claim;
 * ``input out of line``: the jsonb input stored in the TOAST table (``STORAGE EXTERNAL``,
   ``toast_tuple_target = 128``), so the two UPDATEs copy a short row and the input's pointer;
 * ``live-only status index``: the (status, updated_at) index replaced by one on updated_at over
@@ -41,7 +44,8 @@ from sqlalchemy import create_engine, text
 
 from agentq.config import Settings
 from bench.stage_budget import by_cmdline, cpu_s
-from storage.ledger import claim_jobs, finish_jobs, queue_jobs
+from storage.batches import Hold, claim_batch
+from storage.ledger import finish_jobs, queue_jobs
 
 RESULTS = Path(__file__).parent / "results"
 BATCH = 256
@@ -50,6 +54,7 @@ COPY_TABLES = [
     f"CREATE SCHEMA {SCRATCH}",
     f"CREATE TABLE {SCRATCH}.jobs (LIKE public.jobs INCLUDING ALL)",
     f"CREATE TABLE {SCRATCH}.results (LIKE public.results INCLUDING ALL)",
+    f"CREATE TABLE {SCRATCH}.batches (LIKE public.batches INCLUDING ALL)",
     f"ALTER TABLE {SCRATCH}.results ADD FOREIGN KEY (job_id) REFERENCES {SCRATCH}.jobs",
     f"CREATE TRIGGER r_ins AFTER INSERT ON {SCRATCH}.jobs FOR EACH ROW "
     "WHEN (NEW.reply_to IS NOT NULL AND NEW.status IN ('succeeded', 'failed', 'rejected', "
@@ -60,8 +65,22 @@ COPY_TABLES = [
     "EXECUTE FUNCTION public.agentq_queue_reply()",
 ]
 
+# The claim before migration 0009, kept here as the baseline of the per-batch claim: every job of
+# the batch moved to ``running`` by an UPDATE of its row (a second heap tuple, an entry in every
+# index). A variant whose name ends in this suffix claims that way; finish then fences on leases.
+PER_JOB = " (per-job running, 0008)"
+CLAIM_PER_JOB = text(
+    "WITH prev AS (SELECT job_id, status AS was FROM jobs "
+    "  WHERE job_id = ANY(CAST(:ids AS uuid[])) AND status IN ('queued', 'running') "
+    "  FOR UPDATE) "
+    "UPDATE jobs AS j SET status = 'running', started_at = :t, updated_at = now(), "
+    "  lease = j.lease + 1, "
+    "  attempts = j.attempts + CASE WHEN prev.was = 'queued' THEN 1 ELSE 0 END "
+    "FROM prev WHERE j.job_id = prev.job_id RETURNING j.job_id::text, j.lease")
+
 VARIANTS: dict[str, list[str]] = {
     "as migrated": [],
+    f"as migrated{PER_JOB}": [],
     "input out of line": [
         "ALTER TABLE jobs ALTER COLUMN input SET STORAGE EXTERNAL",
         "ALTER TABLE jobs SET (toast_tuple_target = 128)",
@@ -120,7 +139,8 @@ def _phase(label: str, batches: list[list[dict[str, Any]]],
             "jobs_per_s": round(jobs / wall)}
 
 
-def measure(url: str, ddl: list[str], jobs: int, seed: int = 7) -> dict[str, Any]:
+def measure(url: str, name: str, jobs: int, seed: int = 7) -> dict[str, Any]:
+    ddl = VARIANTS[name]
     _drop(url)
     engine = create_engine(url, pool_size=1,
                            connect_args={"options": f"-c search_path={SCRATCH},public"})
@@ -139,15 +159,25 @@ def measure(url: str, ddl: list[str], jobs: int, seed: int = 7) -> dict[str, Any
     rows = _rows(jobs, random.Random(seed))
     batches = [rows[i:i + BATCH] for i in range(0, len(rows), BATCH)]
     leases: dict[str, int] = {}
+    holds: dict[str, Hold | None] = {}
+    per_job = name.endswith(PER_JOB)
 
     def claim(conn: Any, batch: list[dict[str, Any]]) -> None:
-        got = claim_jobs(conn, [r["job_id"] for r in batch], datetime.now(UTC))
-        leases.update({j: c.lease for j, c in got.items()})
+        ids, now = [r["job_id"] for r in batch], datetime.now(UTC)
+        if per_job:
+            got = conn.execute(CLAIM_PER_JOB, {"ids": ids, "t": now})
+            leases.update({j: int(lease) for j, lease in got})
+            holds[batch[0]["batch_id"]] = None
+            return
+        claims = claim_batch(conn, batch[0]["batch_id"], "digits-mlp", ids, now)
+        leases.update({j: c.lease for j, c in claims.items()})
+        holds[batch[0]["batch_id"]] = claims[ids[0]].hold
 
     def finish(conn: Any, batch: list[dict[str, Any]]) -> None:
         finish_jobs(conn, [{"job_id": r["job_id"], "lease": leases[r["job_id"]],
                             "model": "digits-mlp", "label": 3,
-                            "probs": [0.1] * 10} for r in batch], datetime.now(UTC))
+                            "probs": [0.1] * 10} for r in batch], datetime.now(UTC),
+                    holds[batch[0]["batch_id"]])
 
     try:
         phases = {"insert": _phase("insert", batches, lambda c, b: queue_jobs(c, b), engine),
@@ -186,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in args.variants.split(","):
         print(f"{name}:", file=sys.stderr)
         try:
-            report["variants"][name] = measure(url, VARIANTS[name], args.jobs)
+            report["variants"][name] = measure(url, name, args.jobs)
         finally:
             _drop(url)
     with open("/proc/loadavg") as f:

@@ -56,7 +56,7 @@ STAGES: dict[str, list[tuple[str, str]]] = {
     ],
     "worker": [
         ("inference", r"onnxruntime|engine/sessions\.py|engine/client\.py|_infer \(workers/"),
-        ("claim (running)", r"claim_jobs|expire_jobs"),
+        ("claim (running)", r"claim_batch|count_attempt|expire_jobs"),
         ("result + status write", r"_land \(workers/|finish_jobs|insert_results"),
         ("pre/post-process", r"prepare|results \(models/|handler"),
         ("metrics", r"agentq/metrics\.py"),

@@ -10,12 +10,14 @@ one round trip and no per-row statement building, unlike a multi-row ``VALUES`` 
 bridge's time once went to SQLAlchemy compiling a 64-row VALUES insert; for results, unnest was 4x
 faster than VALUES for 256 digits rows and 3x for 64 embeddings).
 
-An *attempt* is one start of inference for a job. A delivery claims its jobs with
-:func:`claim_jobs`: a ``queued`` job becomes ``running`` and its attempt is counted; a job found
-already ``running`` was being run by a delivery that never finished (its worker died, or the
-reaper re-enqueued it), so it is a *suspect*: its attempt is counted only when it is run on its
-own (:func:`count_attempt`). That way a job that kills its process uses up its own attempts and
-not those of the good jobs that shared its batch.
+An *attempt* is one start of inference for a job. A delivery claims its batch
+(``storage.batches.claim_batch``): one ``batches`` row, while the jobs stay ``queued`` in
+``jobs``, held by that claim; the write that ends a held job (``finish_jobs``, ``fail_jobs``,
+``requeue_jobs`` with the claim's ``Hold``) counts its attempt and records its start. A job found
+held by a delivery that never finished (its worker died, or the reaper re-enqueued it) is a
+*suspect*: its attempt is counted only when it is run on its own
+(``storage.batches.count_attempt``). That way a job that kills its process uses up its own
+attempts and not those of the good jobs that shared its batch.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from typing import Any
 from sqlalchemy import Connection, text
 
 from storage import pgarray
+from storage.batches import Hold
 from storage.schema import LIVE, JobStatus
 
 ERROR_CHARS = 2000  # longest error text kept in the ledger
@@ -206,63 +209,23 @@ def queue_jobs(conn: Connection, rows: Sequence[Mapping[str, Any]]) -> Queued:
     return Queued(dispatch, repeats, conflicts, redelivered)
 
 
-@dataclass(frozen=True)
-class Claim:
-    attempts: int
-    suspect: bool  # it was already running: a previous delivery died with it
-    lease: int = 0  # the fencing token of this attempt
-
-
-CLAIM = text(
-    "WITH prev AS (SELECT job_id, status AS was FROM jobs "
-    "  WHERE job_id = ANY(CAST(:ids AS uuid[])) AND status = ANY(CAST(:live AS job_status[])) "
-    "  FOR UPDATE) "
-    "UPDATE jobs AS j SET status = CAST(:running AS job_status), started_at = :t, "
-    "  updated_at = now(), lease = j.lease + 1, "
-    "  attempts = j.attempts + CASE WHEN prev.was = CAST(:queued AS job_status) THEN 1 ELSE 0 END "
-    "FROM prev WHERE j.job_id = prev.job_id "
-    "RETURNING j.job_id::text, j.attempts, prev.was = CAST(:running AS job_status), j.lease"
-)
-
-
-def claim_jobs(conn: Connection, job_ids: Sequence[str], started_at: datetime) -> dict[str, Claim]:
-    """queued|running → running under a new lease; counts an attempt for those that were queued.
-    Terminal jobs (a duplicate delivery) are not returned."""
-    if not job_ids:
-        return {}
-    res = conn.execute(CLAIM, {"t": started_at, "ids": pgarray.uuids(job_ids), "live": list(LIVE),
-                               "running": JobStatus.RUNNING.value,
-                               "queued": JobStatus.QUEUED.value})
-    return {r[0]: Claim(int(r[1]), bool(r[2]), int(r[3])) for r in res}
-
-
-COUNT_ATTEMPT = text(
-    "WITH prev AS (SELECT job_id, attempts AS was FROM jobs "
-    "  WHERE job_id = CAST(:id AS uuid) AND status = CAST(:running AS job_status) FOR UPDATE) "
-    "UPDATE jobs AS j SET updated_at = now(), started_at = now(), lease = j.lease + 1, "
-    "  attempts = prev.was + CASE WHEN prev.was < :lim THEN 1 ELSE 0 END "
-    "FROM prev WHERE j.job_id = prev.job_id RETURNING j.attempts, prev.was < :lim, j.lease"
-)
-
-
-def count_attempt(conn: Connection, job_id: str, max_attempts: int
-                  ) -> tuple[int, bool, int] | None:
-    """Count one attempt for a running job about to run on its own, unless it has used all of
-    them; the attempt takes a new lease. Returns (attempts, may_run, lease), or None when the
-    job is not running."""
-    row = conn.execute(COUNT_ATTEMPT, {"id": job_id, "lim": max_attempts,
-                                       "running": JobStatus.RUNNING.value}).first()
-    return None if row is None else (int(row[0]), bool(row[1]), int(row[2]))
-
-
-# Fenced: the status moves only for jobs still running under the given lease, and results are
+# Fenced: the status moves only for jobs still held by the attempt — under its batch's claim
+# (``hold``: still queued in that batch) or, for a job run alone, its own lease — and results are
 # written only for those (results exist only for succeeded jobs, from the attempt holding them).
+# A held job's row gets its attempt, lease and start here, in the write that ends it.
+_FENCE = (
+    "(CASE WHEN CAST(:hold AS text) IS NULL "
+    "  THEN j.status = CAST(:running AS job_status) AND j.lease = {lease} "
+    "  ELSE j.status = CAST(:queued AS job_status) AND j.batch_id = CAST(:hold AS text) END)")
+_HELD = "CASE WHEN CAST(:hold AS text) IS NULL THEN 0 ELSE 1 END"
+_HELD_SET = (f"started_at = coalesce(CAST(:started AS timestamptz), j.started_at), "
+             f"attempts = j.attempts + {_HELD}, lease = j.lease + {_HELD}")
+
 FINISH = text(
     "WITH done AS (UPDATE jobs AS j SET status = CAST(:succeeded AS job_status), "
-    "  finished_at = :t, updated_at = now(), reason = NULL, error = NULL "
+    f"  finished_at = :t, updated_at = now(), reason = NULL, error = NULL, {_HELD_SET} "
     "  FROM unnest(CAST(:ids AS uuid[]), CAST(:leases AS int[])) AS f(job_id, lease) "
-    "  WHERE j.job_id = f.job_id AND j.status = CAST(:running AS job_status) "
-    "  AND j.lease = f.lease RETURNING j.job_id), "
+    f"  WHERE j.job_id = f.job_id AND {_FENCE.format(lease='f.lease')} RETURNING j.job_id), "
     "ins AS (INSERT INTO results (job_id, model, label, probs, embedding, extra) "
     "  SELECT r.j, r.m, r.l, CAST(r.p AS real[]), CAST(r.e AS real[]), CAST(r.x AS jsonb) "
     "  FROM unnest(CAST(:ids AS uuid[]), CAST(:models AS text[]), CAST(:labels AS smallint[]), "
@@ -273,15 +236,20 @@ FINISH = text(
 )
 
 
+def _hold(hold: Hold | None) -> dict[str, Any]:
+    return {"hold": None if hold is None else hold.batch_id,
+            "started": None if hold is None else hold.started_at,
+            "running": JobStatus.RUNNING.value, "queued": JobStatus.QUEUED.value}
+
+
 def finish_jobs(conn: Connection, result_rows: Sequence[Mapping[str, Any]],
-                finished_at: datetime) -> int:
-    """running → succeeded with the results, for rows whose ``lease`` still holds the job (a
-    fenced-out attempt writes nothing). Returns the jobs that succeeded."""
+                finished_at: datetime, hold: Hold | None = None) -> int:
+    """queued (held by ``hold``) or running under the row's ``lease`` → succeeded with the
+    results (a fenced-out attempt writes nothing). Returns the jobs that succeeded."""
     if not result_rows:
         return 0
     res = conn.execute(FINISH, {
-        "t": finished_at, "running": JobStatus.RUNNING.value,
-        "succeeded": JobStatus.SUCCEEDED.value,
+        "t": finished_at, **_hold(hold), "succeeded": JobStatus.SUCCEEDED.value,
         "ids": pgarray.uuids([r["job_id"] for r in result_rows]),
         "leases": pgarray.ints([r["lease"] for r in result_rows]),
         "models": pgarray.texts([r["model"] for r in result_rows]),
@@ -295,11 +263,11 @@ def finish_jobs(conn: Connection, result_rows: Sequence[Mapping[str, Any]],
 
 END = text(
     "UPDATE jobs AS j SET status = CAST(:status AS job_status), reason = o.reason, "
-    "error = o.error, finished_at = :t, updated_at = now() "
+    f"error = o.error, finished_at = :t, updated_at = now(), {_HELD_SET} "
     "FROM unnest(CAST(:ids AS uuid[]), CAST(:rs AS text[]), CAST(:er AS text[]), "
     "CAST(:leases AS int[])) AS o(job_id, reason, error, lease) "
     "WHERE j.job_id = o.job_id AND j.status = ANY(CAST(:live AS job_status[])) "
-    "AND (o.lease IS NULL OR (j.lease = o.lease AND j.status = CAST(:running AS job_status))) "
+    f"AND (o.lease IS NULL OR {_FENCE.format(lease='o.lease')}) "
     "RETURNING j.job_id::text, j.model, j.input, j.tenant, j.priority, j.meta, j.deadline_at, "
     "j.source_topic, j.source_partition, j.source_offset, j.attempts, j.reason, j.error, "
     "j.reply_to"
@@ -309,13 +277,19 @@ Outcome = tuple[str, str, str]  # (job_id, reason, error)
 Leases = Mapping[str, int]  # job_id -> the lease of the attempt that decides
 
 
+def _fenced(leases: Leases | None, hold: Hold | None) -> dict[str, Any]:
+    if hold is not None and leases is None:
+        raise ValueError("a held job's outcome is fenced: pass the attempt's leases")
+    return _hold(hold)
+
+
 def _end(conn: Connection, status: JobStatus, outcomes: Sequence[Outcome],
-         finished_at: datetime, leases: Leases | None) -> list[dict[str, Any]]:
+         finished_at: datetime, leases: Leases | None, hold: Hold | None = None
+         ) -> list[dict[str, Any]]:
     if not outcomes:
         return []
     res = conn.execute(END, {
-        "t": finished_at, "status": status.value, "live": list(LIVE),
-        "running": JobStatus.RUNNING.value,
+        "t": finished_at, "status": status.value, "live": list(LIVE), **_fenced(leases, hold),
         "ids": [o[0] for o in outcomes], "rs": [o[1] for o in outcomes],
         "er": [o[2][:ERROR_CHARS] for o in outcomes],
         "leases": [None if leases is None else leases[o[0]] for o in outcomes]})
@@ -323,11 +297,12 @@ def _end(conn: Connection, status: JobStatus, outcomes: Sequence[Outcome],
 
 
 def fail_jobs(conn: Connection, outcomes: Sequence[Outcome], finished_at: datetime,
-              leases: Leases | None = None) -> list[dict[str, Any]]:
+              leases: Leases | None = None, hold: Hold | None = None) -> list[dict[str, Any]]:
     """queued|running → failed with (job_id, reason, error); with ``leases`` only jobs still
-    running under them (an attempt's own verdict). Returns, for the jobs that changed, what
-    their DLQ copy needs (the v1 fields, source coordinates, attempts, reason, error)."""
-    return _end(conn, JobStatus.FAILED, outcomes, finished_at, leases)
+    held by the attempt (an attempt's own verdict: running under those leases, or, with
+    ``hold``, queued under that batch claim). Returns, for the jobs that changed, what their DLQ
+    copy needs (the v1 fields, source coordinates, attempts, reason, error)."""
+    return _end(conn, JobStatus.FAILED, outcomes, finished_at, leases, hold)
 
 
 def expire_jobs(conn: Connection, outcomes: Sequence[Outcome], finished_at: datetime) -> int:
@@ -337,26 +312,27 @@ def expire_jobs(conn: Connection, outcomes: Sequence[Outcome], finished_at: date
 
 REQUEUE = text(
     "UPDATE jobs AS j SET status = CAST(:queued AS job_status), reason = o.reason, "
-    "error = o.error, queued_at = now(), updated_at = now() "
+    f"error = o.error, queued_at = now(), updated_at = now(), batch_id = NULL, {_HELD_SET} "
     "FROM unnest(CAST(:ids AS uuid[]), CAST(:rs AS text[]), CAST(:er AS text[]), "
     "CAST(:leases AS int[])) AS o(job_id, reason, error, lease) "
     "WHERE j.job_id = o.job_id AND j.status = ANY(CAST(:live AS job_status[])) "
-    "AND (o.lease IS NULL OR (j.lease = o.lease AND j.status = CAST(:running AS job_status))) "
+    f"AND (o.lease IS NULL OR {_FENCE.format(lease='o.lease')}) "
     "RETURNING j.job_id::text"
 )
 
 
 def requeue_jobs(conn: Connection, outcomes: Iterable[Outcome],
-                 leases: Leases | None = None) -> list[str]:
-    """running → queued with (job_id, reason, error), keeping their attempts: a retry (with
-    ``leases``, only jobs still held by them). The caller re-enqueues the returned jobs (after a
-    backoff); the reaper does if that publish is lost."""
+                 leases: Leases | None = None, hold: Hold | None = None) -> list[str]:
+    """Live → queued under no batch with (job_id, reason, error), keeping their attempts (a held
+    job's is counted here): a retry (with ``leases`` and ``hold``, only jobs still held by the
+    attempt, as in ``fail_jobs``). The caller re-enqueues the returned jobs (after a backoff);
+    the reaper does if that publish is lost."""
     items = list(outcomes)
     if not items:
         return []
     res = conn.execute(REQUEUE, {
-        "queued": JobStatus.QUEUED.value, "running": JobStatus.RUNNING.value,
-        "live": list(LIVE), "ids": [o[0] for o in items], "rs": [o[1] for o in items],
+        "live": list(LIVE), **_fenced(leases, hold),
+        "ids": [o[0] for o in items], "rs": [o[1] for o in items],
         "er": [o[2][:ERROR_CHARS] for o in items],
         "leases": [None if leases is None else leases[o[0]] for o in items]})
     return [r[0] for r in res]

@@ -9,7 +9,8 @@ from typing import Any
 
 from sqlalchemy import Connection, text
 
-from storage.replies import JOB_COLUMNS
+from storage import batches
+from storage.replies import job_columns
 from storage.schema import LIVE, TERMINAL, JobStatus
 
 _TERMINAL = sorted(s.value for s in TERMINAL)
@@ -68,9 +69,9 @@ FROM (SELECT model, status,
 GROUP BY model ORDER BY model
 """)
 
-OPEN_JOBS = text("SELECT status::text, count(*) FROM jobs "
-                 "WHERE status = ANY(CAST(:live AS job_status[])) AND source_topic = :t "
-                 "GROUP BY status")
+OPEN_JOBS = text(f"SELECT {batches.STATUS} AS status, count(*) FROM jobs j {batches.HELD_JOIN} "
+                 "WHERE j.status = ANY(CAST(:live AS job_status[])) AND j.source_topic = :t "
+                 "GROUP BY 1")
 
 
 def model_report(conn: Connection, window_s: float) -> list[dict[str, Any]]:
@@ -81,13 +82,16 @@ def model_report(conn: Connection, window_s: float) -> list[dict[str, Any]]:
 
 
 def open_jobs(conn: Connection, topic: str) -> dict[str, int]:
-    """Queued and running jobs of a source topic, by status."""
+    """Queued and running jobs of a source topic, by status (a job held by a batch claim is
+    running)."""
     return {r[0]: int(r[1]) for r in conn.execute(OPEN_JOBS, {"live": list(LIVE), "t": topic})}
 
 
 JOB_REPORT = text(
-    f"SELECT {JOB_COLUMNS}, j.reply_to, r.sent_at AS reply_sent_at, r.error AS reply_error "
-    "FROM jobs j LEFT JOIN results x ON x.job_id = j.job_id "
+    f"SELECT {job_columns(batches.STATUS, batches.ATTEMPTS, batches.STARTED_AT)}, "
+    "j.reply_to, r.sent_at AS reply_sent_at, r.error AS reply_error "
+    f"FROM jobs j {batches.HELD_JOIN} "
+    "LEFT JOIN results x ON x.job_id = j.job_id "
     "LEFT JOIN LATERAL (SELECT sent_at, error FROM replies WHERE job_id = j.job_id "
     "  ORDER BY id DESC LIMIT 1) r ON true "
     "WHERE j.job_id = CAST(:id AS uuid)"

@@ -13,14 +13,27 @@ from sqlalchemy import Connection, text
 
 from storage.schema import LIVE, JobStatus
 
+# A job held by a claimed batch (queued in ``jobs``, running in fact) is stuck when its claim is
+# older than the lease; taken over, it becomes ``running`` in ``jobs`` with the claim's attempt
+# counted and a lease for that claim and one for the takeover (as if the claim had been written
+# per job), so the claim's late outcome is fenced out and the rest is the running path.
 TAKE_STUCK = text(
-    "WITH stuck AS (SELECT job_id FROM jobs WHERE status = ANY(CAST(:live AS job_status[])) "
-    "  AND updated_at < now() - make_interval(secs => :lease) "
-    "  AND NOT (coalesce(queue, '') = ANY(CAST(:skip AS text[])) "
-    "           AND NOT (status = CAST(:running AS job_status) AND attempts >= :max)) "
-    "  ORDER BY updated_at LIMIT :lim FOR UPDATE SKIP LOCKED) "
+    "WITH stuck AS (SELECT j.job_id, b.batch_id IS NOT NULL AS held, b.started_at AS claimed "
+    "  FROM jobs j LEFT JOIN batches b "
+    "    ON b.batch_id = j.batch_id AND j.status = CAST(:queued AS job_status) "
+    "  WHERE j.status = ANY(CAST(:live AS job_status[])) "
+    "  AND j.updated_at < now() - make_interval(secs => :lease) "
+    "  AND (b.started_at IS NULL OR b.started_at < now() - make_interval(secs => :lease)) "
+    "  AND NOT (coalesce(j.queue, '') = ANY(CAST(:skip AS text[])) "
+    "           AND NOT ((j.status = CAST(:running AS job_status) AND j.attempts >= :max) "
+    "                    OR (b.batch_id IS NOT NULL AND j.attempts + 1 >= :max))) "
+    "  ORDER BY j.updated_at LIMIT :lim FOR UPDATE OF j SKIP LOCKED) "
     "UPDATE jobs AS j SET updated_at = now(), "
-    "  lease = j.lease + CASE WHEN j.status = CAST(:running AS job_status) THEN 1 ELSE 0 END "
+    "  status = CASE WHEN stuck.held THEN CAST(:running AS job_status) ELSE j.status END, "
+    "  started_at = CASE WHEN stuck.held THEN stuck.claimed ELSE j.started_at END, "
+    "  attempts = j.attempts + CASE WHEN stuck.held THEN 1 ELSE 0 END, "
+    "  lease = j.lease + CASE WHEN stuck.held THEN 2 "
+    "    WHEN j.status = CAST(:running AS job_status) THEN 1 ELSE 0 END "
     "FROM stuck WHERE j.job_id = stuck.job_id "
     "RETURNING j.job_id::text, j.model, j.input, j.status::text, j.attempts, j.queue, "
     "j.deadline_at, j.reason, j.error"
@@ -33,10 +46,11 @@ def take_stuck(conn: Connection, lease_s: float, limit: int = 1000, skip_queues:
     their lease renewed, so the caller re-enqueues each once per lease. Jobs of the queues in
     ``skip_queues`` (they still hold a backlog) are left alone, except running jobs that have
     used ``max_attempts`` (the caller fails those). A running job taken over gets a new lease,
-    so the attempt that lost it (a worker that is slow, not dead) can no longer land."""
+    and a job held by a batch claim becomes ``running`` under one, so the attempt that lost it
+    (a worker that is slow, not dead) can no longer land."""
     res = conn.execute(TAKE_STUCK, {
         "lease": float(lease_s), "lim": limit, "skip": list(skip_queues), "max": max_attempts,
-        "live": list(LIVE), "running": JobStatus.RUNNING.value})
+        "live": list(LIVE), "running": JobStatus.RUNNING.value, "queued": JobStatus.QUEUED.value})
     return [dict(r._mapping) for r in res]
 
 

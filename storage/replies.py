@@ -12,13 +12,19 @@ from typing import Any
 
 from sqlalchemy import Connection, text
 
-# A job as its reply event shows it (``producers.replies.reply_event``); ``j`` is jobs and
-# ``x`` is results, left-joined.
-JOB_COLUMNS = (
-    "j.job_id::text AS job_id, j.status::text AS status, j.reason, j.error, j.model, j.tenant, "
-    "j.meta, j.attempts, j.produced_at, j.received_at, j.queued_at, j.started_at, "
-    "j.finished_at, x.label, x.probs, x.embedding, x.extra"
-)
+
+def job_columns(status: str = "j.status::text", attempts: str = "j.attempts",
+                started_at: str = "j.started_at") -> str:
+    """A job as its reply event shows it (``producers.replies.reply_event``); ``j`` is jobs and
+    ``x`` is results, left-joined. A reader of live jobs passes the expressions of
+    ``storage.batches`` for the three columns a batch claim holds."""
+    return (f"j.job_id::text AS job_id, {status} AS status, j.reason, j.error, j.model, "
+            f"j.tenant, j.meta, {attempts} AS attempts, j.produced_at, j.received_at, "
+            f"j.queued_at, {started_at} AS started_at, j.finished_at, x.label, x.probs, "
+            "x.embedding, x.extra")
+
+
+JOB_COLUMNS = job_columns()  # terminal jobs: their row holds everything
 
 TAKE_DUE = text(
     "WITH due AS (SELECT id FROM replies WHERE sent_at IS NULL AND next_at <= now() "

@@ -102,6 +102,19 @@ results = Table(
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
 )
 
+# Claimed batches (0009): a worker's claim marks a batch, not each of its jobs, ``running``; a job
+# whose row is ``queued`` and whose ``batch_id`` names a claimed batch is running under it
+# (``storage.batches``; the ``job_state`` view gives SQL users the effective status).
+batches = Table(
+    "batches",
+    metadata,
+    Column("batch_id", Text, primary_key=True),
+    Column("model", Text, nullable=False),
+    Column("size", Integer, nullable=False),
+    Column("lease", Integer, nullable=False, server_default="1"),  # claims so far
+    Column("started_at", DateTime(timezone=True), nullable=False),
+)
+
 # The reply outbox: one row per terminal job with a reply topic, written by a trigger on ``jobs``
 # in the transaction that made the job terminal (migration 0005), sent by ``ops.relay``.
 replies = Table(

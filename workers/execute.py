@@ -23,18 +23,10 @@ from models.catalog import Prepared
 from producers.contract import RejectReason
 from producers.dlq import dead_letter_and_mark
 from producers.jsonsafe import printable
+from storage.batches import Claim, claim_batch, count_attempt
 from storage.db import transaction
 from storage.errors import StorageRefused
-from storage.ledger import (
-    Claim,
-    Outcome,
-    claim_jobs,
-    count_attempt,
-    expire_jobs,
-    fail_jobs,
-    finish_jobs,
-    requeue_jobs,
-)
+from storage.ledger import Outcome, expire_jobs, fail_jobs, finish_jobs, requeue_jobs
 from workers.batch import JobBatch
 
 log = get_logger("agentq.worker")
@@ -99,9 +91,9 @@ def _infer(ctx: Any, model: str, prepared: Prepared,
 
 
 def execute_batch(ctx: Any, batch: JobBatch) -> BatchOutcome:
-    """Expire, claim, then run: jobs claimed fresh run as one batch; *suspects* (found running:
-    a delivery died with them) run one by one, each counting its own attempt, so a job that
-    kills its process uses up only its own attempts (see ``storage.ledger``)."""
+    """Expire, claim, then run: jobs held by this batch's claim run as one batch; *suspects*
+    (a delivery died with them) run one by one, each counting its own attempt, so a job that
+    kills its process uses up only its own attempts (see ``storage.batches``)."""
     out = BatchOutcome()
     now = utcnow()
     now_ms = now.timestamp() * 1000
@@ -111,7 +103,8 @@ def execute_batch(ctx: Any, batch: JobBatch) -> BatchOutcome:
         out.expired = expire_jobs(conn, [(j, RejectReason.EXPIRED.value,
                                           "deadline passed before inference") for j in expired],
                                   now)
-        claimed = claim_jobs(conn, [batch.job_ids[i] for i in live], now)
+        claimed = claim_batch(conn, batch.batch_id, batch.model,
+                              [batch.job_ids[i] for i in live], now) if live else {}
     run = [i for i in live if batch.job_ids[i] in claimed]
     out.skipped = len(live) - len(run)
     fresh = [i for i in run if not claimed[batch.job_ids[i]].suspect]
@@ -177,19 +170,21 @@ def _run(ctx: Any, run: JobBatch, claims: dict[str, Claim], out: BatchOutcome) -
 
 def _land(ctx: Any, rows: list[dict[str, Any]], failures: list[Outcome], retries: list[Outcome],
           claims: dict[str, Claim], out: BatchOutcome) -> None:
-    """One transaction: results + succeeded, failed, queued again — each only under its
-    attempt's lease. If the database refuses what the batch holds (not a lost connection), the
-    jobs land one by one and a job whose own write is refused fails alone (STORAGE_REFUSED)."""
+    """One transaction: results + succeeded, failed, queued again — each only while the attempt
+    still holds the job (its batch claim, or its lease when run alone). If the database refuses
+    what the batch holds (not a lost connection), the jobs land one by one and a job whose own
+    write is refused fails alone (STORAGE_REFUSED)."""
     leases = {j: c.lease for j, c in claims.items()}
+    hold = next(iter(claims.values())).hold  # one claim for all: _run gets held jobs or one
     finished = utcnow()
     try:
         with transaction(ctx.db) as conn:
-            succeeded = finish_jobs(conn, rows, finished)
-            failed = fail_jobs(conn, failures, finished, leases)
-            again = requeue_jobs(conn, retries, leases)
+            succeeded = finish_jobs(conn, rows, finished, hold)
+            failed = fail_jobs(conn, failures, finished, leases, hold)
+            again = requeue_jobs(conn, retries, leases, hold)
     except StorageRefused as e:
         if len(rows) + len(failures) + len(retries) <= 1:
-            return _refused(ctx, rows, failures, retries, leases, str(e), out)
+            return _refused(ctx, rows, failures, retries, claims, str(e), out)
         log.warning("batch_write_refused_isolating", jobs=len(claims), error=str(e)[:300])
         for r in rows:
             _land(ctx, [r], [], [], claims, out)
@@ -208,13 +203,13 @@ def _land(ctx: Any, rows: list[dict[str, Any]], failures: list[Outcome], retries
 
 
 def _refused(ctx: Any, rows: list[dict[str, Any]], failures: list[Outcome],
-             retries: list[Outcome], leases: dict[str, int], why: str,
+             retries: list[Outcome], claims: dict[str, Claim], why: str,
              out: BatchOutcome) -> None:
     job_id = str(rows[0]["job_id"]) if rows else (failures or retries)[0][0]
     with transaction(ctx.db) as conn:
         failed = fail_jobs(conn, [(job_id, RejectReason.STORAGE_REFUSED.value,
                                    printable(f"the ledger refused this job's outcome: {why}"))],
-                           utcnow(), leases)
+                           utcnow(), {job_id: claims[job_id].lease}, claims[job_id].hold)
     _record_failed(ctx, failed, out)
 
 

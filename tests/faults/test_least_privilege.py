@@ -30,6 +30,9 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
     # migration 0006: results are written once, and no code needs temporary tables
     "UPDATE results SET label = label WHERE false",
     "CREATE TEMP TABLE agentq_scratch (x int)",
+    # migration 0009: batch claims are inserted and their lease updated, never deleted
+    "DELETE FROM batches WHERE false",
+    "TRUNCATE batches",
 ])
 def test_worker_role_is_denied_ddl_and_deletes(worker_db, statement):
     with pytest.raises(ProgrammingError, match="(?i)permission denied|must be owner"):
@@ -45,6 +48,10 @@ def test_worker_role_can_do_its_job(worker_db):
         conn.execute(text("SELECT id FROM replies WHERE false FOR UPDATE SKIP LOCKED")).all()
         conn.execute(text("UPDATE replies SET sent_at = now(), attempts = attempts, "
                           "next_at = next_at, error = error WHERE false"))
+        conn.execute(text("INSERT INTO batches AS b (batch_id, model, size, started_at) "
+                          "SELECT 'x', 'x', 0, now() WHERE false ON CONFLICT (batch_id) "
+                          "DO UPDATE SET lease = b.lease + 1"))
+        conn.execute(text("SELECT count(*) FROM job_state")).scalar_one()
         assert conn.execute(text("SELECT current_user")).scalar_one() != "agentq_owner"
 
 
@@ -78,7 +85,8 @@ def analyst_db(migrated):
 def test_analyst_role_runs_the_cookbook_reads(analyst_db):
     with analyst_db.connect() as conn:
         for table in ("jobs", "results", "models", "job_latency_per_minute",
-                      "model_throughput_per_minute", "job_status_counts", "failure_reasons"):
+                      "model_throughput_per_minute", "job_status_counts", "failure_reasons",
+                      "batches", "job_state"):
             conn.execute(text(f"SELECT count(*) FROM {table}")).scalar_one()
         assert conn.execute(text(
             "SELECT cosine_similarity(ARRAY[1,0]::real[], ARRAY[1,0]::real[])")).scalar_one() \

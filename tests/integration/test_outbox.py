@@ -17,7 +17,8 @@ from sqlalchemy import text
 from ops.relay import Relay
 from producers.replies import reply_event
 from producers.topics import delete_topics, ensure_reply_topic
-from storage.ledger import claim_jobs, finish_jobs, insert_jobs, queue_jobs
+from storage.batches import claim_batch
+from storage.ledger import finish_jobs, insert_jobs, queue_jobs
 from storage.queries import job_report
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
@@ -57,20 +58,21 @@ def test_outbox_row_is_written_once_by_the_transaction_that_makes_a_job_terminal
     with worker_db.begin() as conn:
         queue_jobs(conn, [_queued(asks, "agentq.replies.x"), _queued(silent, None),
                           _queued(rolled, "agentq.replies.x")])
-        leases = {j: c.lease for j, c in claim_jobs(conn, [asks, silent, rolled], now).items()}
+        claims = claim_batch(conn, f"b-{uuid.uuid4()}", "digits-mlp", [asks, silent, rolled], now)
+    hold = claims[asks].hold
     # then nothing is in the outbox while they are live;
     assert _outbox(worker_db, cleanup) == []
     # when a transaction that would finish one is rolled back, it leaves nothing either,
     with pytest.raises(RuntimeError), worker_db.begin() as conn:
         finish_jobs(conn, [{"job_id": rolled, "model": "digits-mlp", "label": 1,
-                            "lease": leases[rolled]}], now)
+                            "lease": claims[rolled].lease}], now, hold)
         raise RuntimeError("rollback")
     assert _outbox(worker_db, cleanup) == []
     # when both finish, twice (a duplicate delivery),
     for _ in range(2):
         with worker_db.begin() as conn:
             finish_jobs(conn, [{"job_id": j, "model": "digits-mlp", "label": 1, "probs": [1.0],
-                                "lease": leases[j]} for j in (asks, silent)], now)
+                                "lease": claims[j].lease} for j in (asks, silent)], now, hold)
     # then only the job that asked has one row, for its topic, not yet sent.
     rows = _outbox(worker_db, cleanup)
     assert [(r.job_id, r.topic, r.sent_at) for r in rows] == [(asks, "agentq.replies.x", None)]
@@ -102,9 +104,9 @@ def test_relay_publishes_committed_replies_and_delays_a_topic_it_cannot_write(
     now = datetime.now(UTC)
     with worker_db.begin() as conn:
         queue_jobs(conn, [_queued(j, topic) for j in good])
-        claims = claim_jobs(conn, good, now)
+        claims = claim_batch(conn, f"b-{uuid.uuid4()}", "digits-mlp", good, now)
         finish_jobs(conn, [{"job_id": j, "model": "digits-mlp", "label": 7, "probs": [0.5],
-                            "lease": claims[j].lease} for j in good], now)
+                            "lease": claims[j].lease} for j in good], now, claims[good[0]].hold)
     with owner_db.begin() as conn:
         insert_jobs(conn, [{"job_id": bad, "model": "?", "status": "rejected",
                             "reason": "SCHEMA", "reply_to": "not a topic!"}])

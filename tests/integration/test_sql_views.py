@@ -18,7 +18,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 
 COOKBOOK = Path(__file__).resolve().parents[2] / "docs" / "sql-cookbook.md"
 VIEWS = ("job_latency_per_minute", "model_throughput_per_minute", "job_status_counts",
-         "failure_reasons")
+         "failure_reasons", "job_state")
 
 
 def cookbook_queries() -> list[str]:
@@ -142,7 +142,7 @@ def test_every_cookbook_query_runs_and_answers(worker_db: Any, sample: dict) -> 
         assert len(hits) == 1, fragment
         return hits[0]
 
-    where = find("WHERE job_id = :'job_id';")
+    where = find("WHERE j.job_id = :'job_id';")
     assert [r["status"] for r in where] == ["succeeded"]
     slowest = find("date_trunc('day', now())")
     assert ids["slow"] in {str(r["job_id"]) for r in slowest}
