@@ -12,7 +12,7 @@ INCLUDING ALL)`` in a schema of its own, with the reply triggers, in the migrate
 altered:
 
 * ``as migrated``: the schema as it ships;
-* ``as migrated (per-job running, 0008)``: the same schema, claimed the way it was before migration
+* ``as migrated (per-job running: before 0009)``: the same schema, claimed the way it was before migration
   0009 — an UPDATE of every job to ``running`` — the baseline of the per-batch claim;
 * ``input out of line``: the jsonb input stored in the TOAST table (``STORAGE EXTERNAL``,
   ``toast_tuple_target = 128``), so the two UPDATEs copy a short row and the input's pointer;
@@ -68,7 +68,7 @@ COPY_TABLES = [
 # The claim before migration 0009, kept here as the baseline of the per-batch claim: every job of
 # the batch moved to ``running`` by an UPDATE of its row (a second heap tuple, an entry in every
 # index). A variant whose name ends in this suffix claims that way; finish then fences on leases.
-PER_JOB = " (per-job running, 0008)"
+PER_JOB = " (per-job running: before 0009)"
 CLAIM_PER_JOB = text(
     "WITH prev AS (SELECT job_id, status AS was FROM jobs "
     "  WHERE job_id = ANY(CAST(:ids AS uuid[])) AND status IN ('queued', 'running') "

@@ -14,11 +14,13 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 
 
 def _row(db, job_id):
+    """The job's effective status (``job_state``: a job held by a batch claim is running)."""
     with db.connect() as conn:
         return conn.execute(text(
-            "SELECT j.status::text, j.reason, j.attempts, j.lease, count(r.job_id) AS results "
-            "FROM jobs j LEFT JOIN results r USING (job_id) WHERE j.job_id = :id "
-            "GROUP BY j.job_id"), {"id": job_id}).one()
+            "SELECT s.status::text, j.reason, s.attempts, j.lease, count(r.job_id) AS results "
+            "FROM jobs j JOIN job_state s USING (job_id) LEFT JOIN results r USING (job_id) "
+            "WHERE j.job_id = :id GROUP BY j.job_id, s.status, s.attempts"),
+            {"id": job_id}).one()
 
 
 def test_a_slow_worker_cannot_land_a_job_the_reaper_already_failed(faulty, worker_db):
