@@ -41,6 +41,14 @@ def _rows(db, ids):
     return {r.job_id: r for r in rows}
 
 
+def _claimed(db, n, at):
+    """(batch_id, job ids, claims): ``n`` jobs queued in a batch the bridge wrote, claimed."""
+    batch = f"b-{uuid.uuid4()}"
+    ids = _queue(db, n, batch)
+    with db.begin() as conn:
+        return batch, ids, claim_batch(conn, batch, MODEL, ids, at)
+
+
 def _finish(db, claims, ids, at):
     hold = claims[ids[0]].hold
     with db.begin() as conn:
@@ -82,11 +90,8 @@ def test_a_claim_holds_its_batch_without_writing_a_job_row_and_sql_sees_them_run
 
 def test_a_redelivered_batch_runs_its_jobs_alone_and_fences_the_first_delivery_out(worker_db):
     # Given a batch claimed by a delivery that then went silent (its worker died, or stalls),
-    batch = f"b-{uuid.uuid4()}"
-    ids = _queue(worker_db, 2, batch)
     t = datetime.now(UTC)
-    with worker_db.begin() as conn:
-        first = claim_batch(conn, batch, MODEL, ids, t)
+    batch, ids, first = _claimed(worker_db, 2, t)
     # when the same batch is delivered again,
     with worker_db.begin() as conn:
         again = claim_batch(conn, batch, MODEL, ids, t)
@@ -112,11 +117,9 @@ def test_a_redelivered_batch_runs_its_jobs_alone_and_fences_the_first_delivery_o
 
 def test_a_retry_batch_takes_its_jobs_over_and_the_earlier_claim_cannot_land_them(worker_db):
     # Given a claimed batch whose two jobs failed once and were put back to queued,
-    batch = f"b-{uuid.uuid4()}"
-    ids = _queue(worker_db, 2, batch)
     t = datetime.now(UTC)
+    batch, ids, first = _claimed(worker_db, 2, t)
     with worker_db.begin() as conn:
-        first = claim_batch(conn, batch, MODEL, ids, t)
         assert sorted(requeue_jobs(conn, [(j, "INFERENCE_FAILED", "once") for j in ids],
                                    {j: first[j].lease for j in ids}, first[ids[0]].hold)) \
             == sorted(ids)
@@ -142,11 +145,9 @@ def test_a_retry_batch_takes_its_jobs_over_and_the_earlier_claim_cannot_land_the
 
 def test_the_reaper_takes_over_a_held_job_whose_claim_outlived_its_lease(worker_db):
     # Given a batch claimed long ago whose worker went silent,
-    batch = f"b-{uuid.uuid4()}"
-    ids = _queue(worker_db, 1, batch)
     old = datetime.now(UTC) - timedelta(minutes=10)
+    _, ids, first = _claimed(worker_db, 1, old)
     with worker_db.begin() as conn:
-        first = claim_batch(conn, batch, MODEL, ids, old)
         conn.execute(text("UPDATE jobs SET updated_at = :t WHERE job_id = ANY("
                           "CAST(:ids AS uuid[]))"), {"t": old, "ids": ids})
     # when the reaper takes stuck jobs over,
