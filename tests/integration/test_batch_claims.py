@@ -11,20 +11,20 @@ from sqlalchemy import text
 
 from storage.batches import claim_batch, count_attempt
 from storage.ledger import fail_jobs, finish_jobs, queue_jobs, requeue_jobs
-from storage.queries import job_report
+from storage.queries import job_report, open_jobs
 from storage.recovery import take_stuck
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 
-MODEL = f"claims-test-{uuid.uuid4().hex[:8]}"  # status counts of this module's jobs only
+MODEL = f"claims-test-{uuid.uuid4().hex[:8]}"  # a model name no other test uses
 
 
-def _queue(db, n, batch_id):
+def _queue(db, n, batch_id, topic="agentq.test.claims", model=MODEL):
     ids = [str(uuid.uuid4()) for _ in range(n)]
     with db.begin() as conn:
-        queue_jobs(conn, [{"job_id": j, "model": MODEL, "input": {"pixels": [1.0] * 64},
+        queue_jobs(conn, [{"job_id": j, "model": model, "input": {"pixels": [1.0] * 64},
                            "batch_id": batch_id, "queue": "agentq.test.claims",
-                           "source_topic": "agentq.test.claims", "source_partition": 0,
+                           "source_topic": topic, "source_partition": 0,
                            "source_offset": i} for i, j in enumerate(ids)])
     return ids
 
@@ -60,12 +60,14 @@ def test_a_claim_holds_its_batch_without_writing_a_job_row_and_sql_sees_them_run
         worker_db):
     # Given a batch of three queued jobs, as the bridge writes them,
     batch = f"b-{uuid.uuid4()}"
-    ids = _queue(worker_db, 3, batch)
+    tag = uuid.uuid4().hex[:8]  # this test's own topic and model: counts of its jobs only
+    topic, model = f"agentq.test.claims-{tag}", f"{MODEL}-{tag}"
+    ids = _queue(worker_db, 3, batch, topic, model)
     before = _rows(worker_db, ids)
     # when a worker claims the batch,
     t = datetime.now(UTC).replace(microsecond=0)
     with worker_db.begin() as conn:
-        claims = claim_batch(conn, batch, MODEL, ids, t)
+        claims = claim_batch(conn, batch, model, ids, t)
     # then each job is held by the claim (first attempt, not a suspect),
     assert {j: (c.attempts, c.suspect, c.hold.batch_id if c.hold else None)
             for j, c in claims.items()} == {j: (1, False, batch) for j in ids}
@@ -76,9 +78,11 @@ def test_a_claim_holds_its_batch_without_writing_a_job_row_and_sql_sees_them_run
         ("queued", "running", 1)}
     with worker_db.connect() as conn:
         counts = dict(conn.execute(text("SELECT status::text, jobs FROM job_status_counts "
-                                        "WHERE model = :m"), {"m": MODEL}).all())
+                                        "WHERE model = :m"), {"m": model}).all())
         report = job_report(conn, ids[0])
+        open_now = open_jobs(conn, topic)
     assert counts.get("running") == 3 and "queued" not in counts
+    assert open_now == {"running": 3}
     assert report["status"] == "running" and report["attempts"] == 1
     assert report["started_at"] == t
     # and when the batch lands, the write that ends each job records its start and attempt.
