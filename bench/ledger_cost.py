@@ -12,8 +12,9 @@ INCLUDING ALL)`` in a schema of its own, with the reply triggers, in the migrate
 altered:
 
 * ``as migrated``: the schema as it ships;
-* ``as migrated (per-job running: before 0009)``: the same schema, claimed the way it was before migration
-  0009 — an UPDATE of every job to ``running`` — the baseline of the per-batch claim;
+* ``as migrated (per-job running: before 0009)``: the same schema, claimed the way it was
+  before migration 0009 — an UPDATE of every job to ``running`` — the baseline of the per-batch
+  claim;
 * ``input out of line``: the jsonb input stored in the TOAST table (``STORAGE EXTERNAL``,
   ``toast_tuple_target = 128``), so the two UPDATEs copy a short row and the input's pointer;
 * ``live-only status index``: the (status, updated_at) index replaced by one on updated_at over

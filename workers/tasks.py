@@ -6,6 +6,7 @@ its settings come from the app it runs in, never from a module global.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from celery import Celery
@@ -43,6 +44,7 @@ def run(task: Any, ctx: Any, batch: JobBatch) -> dict[str, Any]:
     """Execute one batch; give it back and retry the task when the engine or the database is
     unavailable (not the jobs' fault), re-enqueue the jobs that failed with attempts left."""
     retries, most = task.request.retries, ctx.settings.worker.max_task_retries
+    picked_ms = time.time() * 1000
     try:
         outcome = execute_batch(ctx, batch)
     except EngineUnavailable as e:
@@ -53,8 +55,9 @@ def run(task: Any, ctx: Any, batch: JobBatch) -> dict[str, Any]:
         raise task.retry(exc=e, countdown=_backoff(ctx, retries), max_retries=most) from e
     if outcome.retry:
         _retry_later(task, ctx, batch, outcome)
+    waited = None if batch.sent_ms is None else round(max(0.0, picked_ms - batch.sent_ms), 1)
     log.info("batch_done", batch_id=batch.batch_id, model=batch.model, batch_size=len(batch),
-             **outcome.as_dict())
+             queue_ms=waited, **outcome.as_dict())
     return outcome.as_dict()
 
 

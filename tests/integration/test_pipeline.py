@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import time
@@ -61,6 +62,9 @@ def test_kcat_produced_v1_messages_are_processed_like_our_own(stack, worker_db):
                                                                rb.priority)
         assert ra.probs == pytest.approx(rb.probs, abs=1e-6)
         assert rb.produced_at is not None  # kcat's CreateTime is kept as produced_at
+    # and each batch's log line says how long it waited between its publish and its start.
+    waits = re.findall(r'"?queue_ms"?[:=] ?([0-9.]+)', stack.logs())
+    assert waits and all(float(w) >= 0 for w in waits), stack.logs()[-2000:]
 
 
 def test_job_that_expires_in_the_queue_is_never_inferred_and_ends_expired(stack, worker_db):
