@@ -14,9 +14,9 @@ Revises: 0005_replies
   that runs migrations may not create roles. Grants are skipped when a role does not exist.
 """
 
-import os
-
 from alembic import op
+
+from migrations.roles import analyst_role, if_role, worker_role
 
 revision = "0006_least_privilege"
 down_revision = "0005_replies"
@@ -28,33 +28,15 @@ VIEWS = ("job_latency_per_minute", "model_throughput_per_minute", "job_status_co
          "failure_reasons")
 
 
-def worker_role() -> str:
-    return os.environ.get("AGENTQ_WORKER_ROLE", "agentq_worker")
-
-
-def analyst_role() -> str:
-    return os.environ.get("AGENTQ_ANALYST_ROLE", "agentq_analyst")
-
-
-def _if_role(role: str, body: str) -> str:
-    return f"""
-        DO $$ BEGIN
-          IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{role}') THEN
-            {body}
-          END IF;
-        END $$;
-        """
-
-
 def upgrade() -> None:
     worker, analyst = worker_role(), analyst_role()
-    op.execute(_if_role(worker, f"""
+    op.execute(if_role(worker, f"""
             REVOKE UPDATE, TRUNCATE, DELETE, REFERENCES, TRIGGER ON results FROM {worker};
             EXECUTE format('REVOKE TEMPORARY ON DATABASE %I FROM {worker}', current_database());
     """))
     op.execute("DO $$ BEGIN EXECUTE format('REVOKE TEMPORARY ON DATABASE %I FROM PUBLIC', "
                "current_database()); END $$;")
-    op.execute(_if_role(analyst, f"""
+    op.execute(if_role(analyst, f"""
             EXECUTE format('GRANT CONNECT ON DATABASE %I TO {analyst}', current_database());
             GRANT USAGE ON SCHEMA public TO {analyst};
             GRANT SELECT ON {", ".join(TABLES + VIEWS)} TO {analyst};
@@ -65,14 +47,14 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     worker, analyst = worker_role(), analyst_role()
-    op.execute(_if_role(analyst, f"""
+    op.execute(if_role(analyst, f"""
             ALTER DEFAULT PRIVILEGES IN SCHEMA public REVOKE SELECT ON TABLES FROM {analyst};
             REVOKE ALL ON {", ".join(TABLES + VIEWS)} FROM {analyst};
             REVOKE EXECUTE ON FUNCTION cosine_similarity(real[], real[]) FROM {analyst};
             REVOKE USAGE ON SCHEMA public FROM {analyst};
             EXECUTE format('REVOKE CONNECT ON DATABASE %I FROM {analyst}', current_database());
     """))
-    op.execute(_if_role(worker, f"""
+    op.execute(if_role(worker, f"""
             GRANT UPDATE ON results TO {worker};
             EXECUTE format('GRANT TEMPORARY ON DATABASE %I TO {worker}', current_database());
     """))

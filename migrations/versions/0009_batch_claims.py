@@ -16,10 +16,10 @@ SQL users read a job's status through ``job_state`` (the effective status, start
 attempts); ``job_status_counts`` now counts from it, so running jobs show as ``running``.
 """
 
-import os
-
 import sqlalchemy as sa
 from alembic import op
+
+from migrations.roles import analyst_role, if_role, worker_role
 
 revision = "0009_batch_claims"
 down_revision = "0008_partial_indexes"
@@ -52,24 +52,6 @@ GROUP BY model, status
 """
 
 
-def worker_role() -> str:
-    return os.environ.get("AGENTQ_WORKER_ROLE", "agentq_worker")
-
-
-def analyst_role() -> str:
-    return os.environ.get("AGENTQ_ANALYST_ROLE", "agentq_analyst")
-
-
-def _if_role(role: str, body: str) -> str:
-    return f"""
-        DO $$ BEGIN
-          IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{role}') THEN
-            {body}
-          END IF;
-        END $$;
-        """
-
-
 def upgrade() -> None:
     op.create_table(
         "batches",
@@ -82,11 +64,11 @@ def upgrade() -> None:
     op.execute(JOB_STATE)
     op.execute(STATUS_COUNTS)
     # Workers claim batches (insert, or update the lease of a redelivered one); no DELETE.
-    op.execute(_if_role(worker_role(), f"""
+    op.execute(if_role(worker_role(), f"""
             GRANT SELECT, INSERT, UPDATE ON batches TO {worker_role()};
             GRANT SELECT ON job_state TO {worker_role()};
     """))
-    op.execute(_if_role(analyst_role(), f"GRANT SELECT ON batches, job_state TO {analyst_role()};"))
+    op.execute(if_role(analyst_role(), f"GRANT SELECT ON batches, job_state TO {analyst_role()};"))
 
 
 def downgrade() -> None:
