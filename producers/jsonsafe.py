@@ -48,8 +48,10 @@ def problem(value: Any, where: str) -> str | None:
         return f"{where} {why}" if why else None
     if t is list:
         try:  # all numbers: one finite sum in C says none is NaN, Infinity or huge
-            if value and {type(v) for v in value} <= _NUMBERS and math.isfinite(sum(value)) \
-                    and all(INT64_MIN <= v <= INT64_MAX for v in value if type(v) is int):
+            types = {type(v) for v in value}
+            if value and types <= _NUMBERS and math.isfinite(sum(value)) and (
+                    int not in types
+                    or all(INT64_MIN <= v <= INT64_MAX for v in value if type(v) is int)):
                 return None
         except OverflowError:
             pass

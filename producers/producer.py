@@ -10,6 +10,7 @@ from kafka import KafkaProducer
 from agentq.config import KafkaSettings, Limits
 from producers.contract import JobMessage, Rejection, validate_message
 from producers.errors import InvalidJob, ProducerError
+from producers.partitioner import KeyHashPartitioner
 
 _ENCODE = msgspec.json.Encoder().encode
 
@@ -23,6 +24,9 @@ class JobProducer:
     ~25,000 jobs/s with lz4 and 45 µs with no compression (lz4 sends fewer bytes); consumers read
     either (``kafka-python`` decodes lz4 when the package is installed, as in every agentq image).
 
+    Records are keyed by routing key or job_id and partitioned as the Java client does
+    (``producers.partitioner``: the same choice as kafka-python's default, faster).
+
     ``send`` validates the job locally first (a job the bridge would reject is refused here with
     :class:`InvalidJob`), then returns the Kafka future.
     """
@@ -30,7 +34,7 @@ class JobProducer:
     def __init__(self, settings: KafkaSettings, limits: Limits | None = None,
                  compression: str | None = "lz4", linger_ms: int = 10,
                  batch_size: int = 256 * 1024, topic: str | None = None,
-                 admission: Any = None) -> None:
+                 admission: Any = None, partitioner: Any = None) -> None:
         self.settings = settings
         self.limits = limits or Limits()
         self.topic = topic or settings.jobs_topic
@@ -40,7 +44,7 @@ class JobProducer:
                 acks="all", enable_idempotence=True, compression_type=compression,
                 linger_ms=linger_ms, batch_size=batch_size, retries=10,
                 max_in_flight_requests_per_connection=5, client_id="agentq-producer",
-                **settings.client_options(),
+                partitioner=partitioner or KeyHashPartitioner(), **settings.client_options(),
             )
         except Exception as e:
             raise ProducerError(f"cannot create a Kafka producer for {settings.bootstrap_servers}"
