@@ -43,6 +43,9 @@ class RejectReason(StrEnum):
 
 # Kafka's own rule for topic names (``org.apache.kafka.common.internals.Topic``).
 TOPIC_CHARS = re.compile(r"[a-zA-Z0-9._-]+")
+# The canonical form ``str(uuid.UUID(x))`` returns: such a job_id is kept as it is without parsing
+# it (a sixth of the time, on every record at the edge and every send).
+CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 MAX_TOPIC_CHARS = 249
 
 
@@ -189,10 +192,11 @@ def validate_message(obj: Any, limits: Limits, known_models: set[str] | None = N
     job_id = obj.get("job_id")
     if not isinstance(job_id, str) or not job_id:
         return _schema("job_id is required and must be a string")
-    try:
-        job_id = str(uuid.UUID(job_id))
-    except ValueError:
-        return _schema("job_id must be a UUID", None)
+    if not CANONICAL_UUID.fullmatch(job_id):
+        try:
+            job_id = str(uuid.UUID(job_id))
+        except ValueError:
+            return _schema("job_id must be a UUID", None)
     version = obj.get("v")
     if type(version) is not int or version != SCHEMA_VERSION:
         return _schema(printable(f"unsupported schema version {version!r}; expected 1", 200),

@@ -117,3 +117,22 @@ def test_pixels_that_overflow_float32_are_refused_but_its_range_is_accepted():
     assert reason(msg(model="digits-mlp", input={"pixels": [1e308] * 64})) == RejectReason.SCHEMA
     job = parse_record(msg(model="digits-mlp", input={"pixels": [3.0e38] * 64}), LIMITS)
     assert isinstance(job, JobMessage)
+
+
+def test_job_ids_in_any_uuid_form_are_kept_canonical_and_others_refused():
+    # the canonical form is kept without parsing; every other form uuid.UUID reads is
+    # normalised to it; look-alikes are refused
+    canonical = str(uuid.uuid4())
+
+    def parsed(job_id):
+        return parse_record(json.dumps({"v": 1, "job_id": job_id, "model": "digits-mlp",
+                                        "input": {"pixels": [0] * 64}}).encode(), Limits())
+
+    for form in [canonical, canonical.upper(), "{" + canonical + "}", "urn:uuid:" + canonical,
+                 canonical.replace("-", "")]:
+        job = parsed(form)
+        assert isinstance(job, JobMessage) and job.job_id == canonical, form
+    for bad in [canonical[:-1] + "g", canonical + "0", canonical.replace("-", "_"),
+                canonical + "\n", ""]:
+        got = parsed(bad)
+        assert isinstance(got, Rejection) and got.reason == RejectReason.SCHEMA, bad
