@@ -95,3 +95,24 @@ def require(ok: object, why: str) -> None:
     if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
         pytest.fail(f"required under CI: {why}")
     pytest.skip(why)
+
+
+def read_topic(settings: Settings, topic: str) -> list[tuple[str, Any]]:
+    """Every record of ``topic`` from the beginning up to its end now, as (key, JSON value)."""
+    import json
+
+    from kafka import KafkaConsumer, TopicPartition
+
+    consumer = KafkaConsumer(group_id=None, **settings.kafka.client_options())
+    try:
+        tps = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic)]
+        consumer.assign(tps)
+        consumer.seek_to_beginning(*tps)
+        end = consumer.end_offsets(tps)
+        out: list[tuple[str, Any]] = []
+        while any(consumer.position(tp) < end[tp] for tp in tps):
+            for batch in consumer.poll(timeout_ms=1000).values():
+                out += [(m.key.decode(), json.loads(m.value)) for m in batch]
+        return out
+    finally:
+        consumer.close()

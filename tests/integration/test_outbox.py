@@ -11,7 +11,6 @@ from dataclasses import replace
 from datetime import UTC, datetime
 
 import pytest
-from kafka import KafkaConsumer, TopicPartition
 from sqlalchemy import text
 
 from ops.relay import Relay
@@ -20,6 +19,7 @@ from producers.topics import delete_topics, ensure_reply_topic
 from storage.batches import claim_batch
 from storage.ledger import finish_jobs, insert_jobs, queue_jobs
 from storage.queries import job_report
+from tests.support import read_topic
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
@@ -136,20 +136,10 @@ def test_relay_publishes_committed_replies_and_delays_a_topic_it_cannot_write(
 
 
 def _read_all(settings, topic):
-    consumer = KafkaConsumer(group_id=None, **settings.kafka.client_options())
-    try:
-        tps = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic)]
-        consumer.assign(tps)
-        consumer.seek_to_beginning(*tps)
-        end = consumer.end_offsets(tps)
-        got: dict[str, list] = {}
-        while any(consumer.position(tp) < end[tp] for tp in tps):
-            for records in consumer.poll(timeout_ms=1000).values():
-                for m in records:
-                    got.setdefault(m.key.decode(), []).append(json.loads(m.value))
-        return got
-    finally:
-        consumer.close()
+    got: dict[str, list] = {}
+    for key, value in read_topic(settings, topic):
+        got.setdefault(key, []).append(value)
+    return got
 
 
 def test_an_idle_relay_wakes_on_the_commit_of_a_terminal_job(services, worker_db, cleanup):

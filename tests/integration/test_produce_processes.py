@@ -3,35 +3,18 @@ requested jobs between them, each once, each a valid v1 message keyed by its job
 
 from __future__ import annotations
 
-import json
 import uuid
 from dataclasses import replace
 
 import pytest
-from kafka import KafkaConsumer, TopicPartition
 
 from agentq.config import Limits
 from producers.cli import produce_in_processes
 from producers.contract import JobMessage, validate_message
 from producers.topics import delete_topics, ensure_topics
+from tests.support import read_topic
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
-
-
-def _records(settings, topic):
-    consumer = KafkaConsumer(group_id=None, **settings.kafka.client_options())
-    try:
-        tps = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic)]
-        consumer.assign(tps)
-        consumer.seek_to_beginning(*tps)
-        end = consumer.end_offsets(tps)
-        out = []
-        while any(consumer.position(tp) < end[tp] for tp in tps):
-            for batch in consumer.poll(timeout_ms=1000).values():
-                out += [(m.key.decode(), json.loads(m.value)) for m in batch]
-        return out
-    finally:
-        consumer.close()
 
 
 def test_producer_processes_send_every_job_of_the_count_once(services):
@@ -42,7 +25,7 @@ def test_producer_processes_send_every_job_of_the_count_once(services):
     try:
         # when three producer processes send 3,001 synthetic jobs between them,
         summary = produce_in_processes(s, 3, "digits-mlp", 3001, quiet=True)
-        records = _records(s, s.kafka.jobs_topic)
+        records = read_topic(s, s.kafka.jobs_topic)
     finally:
         delete_topics(s.kafka, [s.kafka.jobs_topic])
     # then each process sent its share, and the topic holds 3,001 distinct valid jobs,
