@@ -84,6 +84,29 @@ def test_pruning_shrinks_the_matrices_and_the_repair_beats_plain_removal():
     assert torch.allclose(emb.norm(dim=1), torch.ones(16), atol=1e-5)
 
 
+def test_every_calibration_text_weighs_the_same_in_the_repair_however_long():
+    from models.minilm_prune import _ridge, _text_weights
+
+    data = _data(n_batches=3)
+    w = _text_weights(data).squeeze(1)
+    lengths = torch.cat([b.mask.sum(1) for b in data])
+    per_text = torch.split(w, lengths.tolist())  # real tokens come text by text, in order
+    totals = torch.stack([t.sum() for t in per_text])
+    assert torch.allclose(totals, totals[0].expand_as(totals), rtol=1e-5)
+    assert abs(float(w.mean()) - 1.0) < 1e-5
+
+    # Two groups of rows that disagree (y = 2x and y = -x): the weighted fit follows the heavy
+    # one, the unweighted fit lands between them.
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(200, 1, generator=g)
+    y = torch.cat([2 * x[:100], -x[100:]])
+    heavy = torch.cat([torch.full((100, 1), 100.0), torch.ones(100, 1)])
+    w_heavy, _ = _ridge(x, y, rel=1e-9, weights=heavy)
+    w_plain, _ = _ridge(x, y, rel=1e-9)
+    assert abs(float(w_heavy) - 2.0) < 0.1
+    assert -1.0 < float(w_plain) < 2.0 and abs(float(w_plain) - 2.0) > 0.5
+
+
 def test_a_student_with_fewer_layers_gets_closer_to_its_teacher_by_distillation():
     from models.minilm_prune import distil, drop_layers
 
