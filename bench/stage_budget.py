@@ -1,6 +1,8 @@
 """Per-stage CPU budget of the whole pipeline: µs of CPU per job, by process and by stage.
 
-`python -m bench.stage_budget --jobs 60000 [--py-spy PATH]` pre-loads a digits backlog, starts a
+`python -m bench.stage_budget --jobs 60000 [--model M] [--py-spy PATH]` pre-loads a backlog of
+one model's jobs (digits-mlp by default; a text model gets ``bench.workload``'s mixed-length
+texts, as in `agentq bench e2e`), starts a
 bridge and a worker (as `agentq bench e2e` does), and while they drain it reads every process's
 CPU time from /proc: the bridge, the worker (main process, pool children, engine), PostgreSQL
 (every backend), Redis and the Kafka broker. The producer's own CPU (this process) is measured
@@ -31,10 +33,9 @@ from typing import Any
 from sqlalchemy import text
 
 from agentq.config import Settings
-from bench.workload import isolated, wait
+from bench.workload import isolated, make_jobs, wait
 from ops.stack import Stack
 from producers.cli import produce
-from producers.synthetic import synthetic_jobs
 from producers.topics import ensure_topics
 from storage.db import make_engine
 
@@ -156,7 +157,7 @@ def spy(py_spy: str, pid: int, out: Path, subprocesses: bool = False) -> subproc
 
 # -- the run -----------------------------------------------------------------------------------
 def run(settings: Settings, jobs: int, workers: int, py_spy: str | None,
-        timeout_s: float, bridges: int = 1) -> dict[str, Any]:
+        timeout_s: float, bridges: int = 1, model: str = "digits-mlp") -> dict[str, Any]:
     s, env = isolated(settings, uuid.uuid4().hex[:8])
     ensure_topics(s.kafka)
     db = make_engine(s.worker_database_url, pool_size=2, app_name="agentq-bench-budget")
@@ -180,7 +181,7 @@ def run(settings: Settings, jobs: int, workers: int, py_spy: str | None,
     try:
         worker = stack.worker(concurrency=workers)
         bridge = stack.bridge()
-        produce(s, synthetic_jobs("digits-mlp", 200, seed=1), 200, quiet=True)  # warm-up
+        produce(s, make_jobs(model, 200, seed=1), 200, quiet=True)  # warm-up
         deadline = time.monotonic() + timeout_s
 
         def until(counter: Any, total: int, label: str, interval_s: float) -> None:
@@ -189,7 +190,7 @@ def run(settings: Settings, jobs: int, workers: int, py_spy: str | None,
         until(lambda: count("AND status = 'succeeded'"), 200, "warm-up", 0.2)
         bridge.stop()
         r0 = resource.getrusage(resource.RUSAGE_SELF)
-        produced = produce(s, synthetic_jobs("digits-mlp", jobs, seed=2), jobs)
+        produced = produce(s, make_jobs(model, jobs, seed=2), jobs)
         r1 = resource.getrusage(resource.RUSAGE_SELF)
         producer_cpu = (r1.ru_utime + r1.ru_stime) - (r0.ru_utime + r0.ru_stime)
         started = [stack.bridge() for _ in range(bridges)]
@@ -241,7 +242,8 @@ def run(settings: Settings, jobs: int, workers: int, py_spy: str | None,
     res: dict[str, Any] = {
         "when": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
         "loadavg_end": os.getloadavg(), "jobs": drained, "drain_s": round(wall, 2),
-        "jobs_per_s": round(drained / wall, 1), "workers": workers, "bridges": bridges,
+        "jobs_per_s": round(drained / wall, 1), "model": model, "workers": workers,
+        "bridges": bridges,
         "cpu_us_per_job": {**per_job, "producer": round(producer_cpu * 1e6 / jobs, 1)},
         "cpu_share_of_2_cores": {k: round(v / wall / 2, 3) for k, v in used.items()},
         # the whole machine in the window: how busy, and how much of it no group accounts for
@@ -270,6 +272,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="bench.stage_budget", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--jobs", type=int, default=60_000)
+    p.add_argument("--model", default="digits-mlp", help="whose jobs make the backlog")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--bridges", type=int, default=1, help="bridges in the consumer group")
     p.add_argument("--py-spy", default=os.environ.get("AGENTQ_PY_SPY"),
@@ -282,10 +285,10 @@ def main(argv: list[str] | None = None) -> int:
     settings = Settings.from_env()
     # Sampling slows the sampled processes (measured: the bridge 80 → 130 µs/job under py-spy),
     # so the CPU totals come from a drain without it and the samples only give the shares.
-    res = run(settings, args.jobs, args.workers, None, args.timeout_s, args.bridges)
+    res = run(settings, args.jobs, args.workers, None, args.timeout_s, args.bridges, args.model)
     if args.py_spy:
         sampled = run(settings, args.jobs, args.workers, args.py_spy, args.timeout_s,
-                      args.bridges)
+                      args.bridges, args.model)
         res["stages_us_per_job"] = split(res["cpu_us_per_job"], sampled["samples"])
         res["sampled_run"] = {k: sampled[k] for k in ("jobs_per_s", "cpu_us_per_job", "samples")}
     res["label"] = args.label
