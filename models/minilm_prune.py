@@ -144,8 +144,9 @@ def _ridge(feats: torch.Tensor, target: torch.Tensor, rel: float = 1e-3,
     w = torch.ones(feats.shape[0], 1) if weights is None else weights
     fm, ym = (feats * w).sum(0) / w.sum(), (target * w).sum(0) / w.sum()
     fc, yc = feats - fm, target - ym
-    gram = ((fc * w).T @ fc).to(torch.float64)
-    cross = ((fc * w).T @ yc).to(torch.float64)
+    fcw = (fc * w).T
+    gram = (fcw @ fc).to(torch.float64)
+    cross = (fcw @ yc).to(torch.float64)
     lam = rel * gram.diagonal().mean()
     sol = torch.linalg.solve(gram + lam * torch.eye(gram.shape[0], dtype=torch.float64), cross)
     w32 = sol.T.to(torch.float32).contiguous()
