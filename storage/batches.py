@@ -136,7 +136,7 @@ def count_attempt(conn: Connection, job_id: str, max_attempts: int
 
 
 # The effective status, start and attempts of ``jobs j`` LEFT JOINed to ``batches b`` on
-# ``HELD_JOIN`` (what the ``job_state`` view shows), for the ledger's own readers.
+# ``HELD_JOIN`` (what the ``job_state`` view shows), for the ledger's own readers and the reaper.
 HELD_JOIN = "LEFT JOIN batches b ON b.batch_id = j.batch_id AND j.status = 'queued'"
 STATUS = "CASE WHEN b.batch_id IS NOT NULL THEN 'running' ELSE j.status::text END"
 STARTED_AT = "coalesce(j.started_at, b.started_at)"

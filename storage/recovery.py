@@ -11,6 +11,7 @@ from typing import Any
 
 from sqlalchemy import Connection, text
 
+from storage.batches import HELD_JOIN
 from storage.schema import LIVE, JobStatus
 
 # A job held by a claimed batch (queued in ``jobs``, running in fact) is stuck when its claim is
@@ -19,8 +20,7 @@ from storage.schema import LIVE, JobStatus
 # per job), so the claim's late outcome is fenced out and the rest is the running path.
 TAKE_STUCK = text(
     "WITH stuck AS (SELECT j.job_id, b.batch_id IS NOT NULL AS held, b.started_at AS claimed "
-    "  FROM jobs j LEFT JOIN batches b "
-    "    ON b.batch_id = j.batch_id AND j.status = CAST(:queued AS job_status) "
+    f"  FROM jobs j {HELD_JOIN} "
     "  WHERE j.status = ANY(CAST(:live AS job_status[])) "
     "  AND j.updated_at < now() - make_interval(secs => :lease) "
     "  AND (b.started_at IS NULL OR b.started_at < now() - make_interval(secs => :lease)) "
@@ -50,7 +50,7 @@ def take_stuck(conn: Connection, lease_s: float, limit: int = 1000, skip_queues:
     (a worker that is slow, not dead) can no longer land."""
     res = conn.execute(TAKE_STUCK, {
         "lease": float(lease_s), "lim": limit, "skip": list(skip_queues), "max": max_attempts,
-        "live": list(LIVE), "running": JobStatus.RUNNING.value, "queued": JobStatus.QUEUED.value})
+        "live": list(LIVE), "running": JobStatus.RUNNING.value})
     return [dict(r._mapping) for r in res]
 
 
